@@ -1,0 +1,99 @@
+"""The trained-model bundle in ``models/``: everything needed to use a model without the repo's data.
+
+``models/model.pt`` holds the weights (normalisation statistics included, as buffers);
+``models/bundle.json`` holds the species list (and their names when known), the feature config, the
+window, hop and aggregation used by evaluate, the model params, the training counts, the full params and
+the training metrics. Transformer models also keep their Hugging Face config in ``models/backbone/`` so
+they rebuild without a network. :func:`load_bundle` needs only this library.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from birdpipe.errors import PipelineError
+from birdpipe.features import FeatureConfig
+from birdpipe.models import Classifier, InputShape, build_model
+from birdpipe.params import ModelParams
+
+BUNDLE_FORMAT = 1
+REQUIRED = ("bundle.json", "model.pt")
+REQUIRED_KEYS = ("species", "feature_config", "window_seconds", "hop_seconds", "aggregate", "model", "input_shape")
+
+
+class BundleError(PipelineError):
+    """A model folder that is incomplete or does not fit the request."""
+
+
+@dataclass
+class Bundle:
+    model: Classifier
+    info: dict[str, Any]
+    folder: Path
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.info["species"])
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.info["feature_config"])
+
+    @property
+    def window_frames(self) -> int:
+        return self.feature_config.frames(self.info["window_seconds"])
+
+    @property
+    def hop_frames(self) -> int:
+        return self.feature_config.frames(self.info["hop_seconds"])
+
+
+def save_bundle(folder: Path, model: Classifier, info: dict[str, Any]) -> None:
+    """Write the bundle into ``folder`` (the caller makes it atomic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": BUNDLE_FORMAT, "state_dict": model.state_dict()}, folder / "model.pt")
+    if info["model"]["name"] in ("audio_vit", "ast"):
+        from birdpipe.models.hf import save_pretrained
+
+        save_pretrained(model.network, folder / "backbone")
+    (folder / "bundle.json").write_text(json.dumps({"format": BUNDLE_FORMAT, **info}, indent=2) + "\n")
+
+
+def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild a trained model from its bundle; a missing or broken piece gives a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"model folder {folder} does not exist (train one with `dvc repro train`)")
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        raise BundleError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
+    try:
+        info = json.loads((folder / "bundle.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{folder / 'bundle.json'} is not valid JSON ({exc})") from None
+    absent = [key for key in REQUIRED_KEYS if key not in info]
+    if absent:
+        raise BundleError(f"{folder / 'bundle.json'} lacks {', '.join(absent)}")
+    model_params = ModelParams.model_validate(info["model"])
+    if model_params.name in ("audio_vit", "ast"):
+        backbone = folder / "backbone"
+        if not backbone.is_dir():
+            raise BundleError(f"model folder {folder} is incomplete: missing backbone/ (the transformer config)")
+        model_params = model_params.model_copy(update={"pretrained": str(backbone)})
+    shape = InputShape(**info["input_shape"])
+    norm = info.get("normalization") or {}
+    model = build_model(
+        model_params, len(info["species"]), shape, norm.get("mean"), norm.get("std"), ast_stats=info.get("ast_stats")
+    )
+    try:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+    except Exception as exc:
+        raise BundleError(f"{folder / 'model.pt'} does not match bundle.json ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return Bundle(model, info, folder)

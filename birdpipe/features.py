@@ -1,0 +1,397 @@
+"""Features: log-mel and MFCC+delta+delta-delta, a streaming extractor and the on-disk cache.
+
+The extractor is stateless per frame: a power STFT (Hann window, ``n_fft``, ``hop_length``, reflect
+padding at the true start and end only), a high-pass as a 4th-order Butterworth magnitude response on the
+spectrum (so it needs no filter state across blocks), a Slaney mel filterbank (as librosa, the study's
+tool), and decibels ``10 log10(max(S, 1e-10))`` without a per-clip ``top_db`` floor (which would depend on
+the whole clip). MFCCs are the orthonormal DCT-II of the dB mel bands; deltas use torchaudio's
+``compute_deltas`` (5-frame window, replicate padding at the ends). Because nothing depends on the block
+boundaries, a recording streamed in blocks gives the same frames as the recording processed whole, which
+is what lets ``predict`` reproduce ``evaluate`` on hour-long files.
+
+The study's reports disagree on the MFCC input shape (3 x 20 x 500 in phase 0/2B, 3 x 40 x 130 in
+phase 1); here ``features.n_mfcc`` (default 20, the phase 0/2B value) and ``train.window_seconds`` set it.
+
+Cache layout (``data/features/``): ``<split>.npy`` holds every recording of the split concatenated along
+time, shape (frames, channels, bins), memory-mappable; ``index.csv`` maps each recording to its frame
+range; ``stats.npy`` holds per-recording MFCC mean and std (for the baseline); ``config.json`` holds the
+feature config and the species list. Training crops windows from the memmap and never decodes audio.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+from birdpipe.audio import AudioError, stream_audio
+from birdpipe.ingest import cpu_workers
+from birdpipe.outputs import atomic_path, write_json, write_table
+from birdpipe.params import FeatureParams
+
+SPLITS = ("train", "val", "test")
+STATS_MFCC = 20  # MFCCs summarised per recording for the MFCC-statistics baseline
+AMIN = 1e-10
+HIGHPASS_ORDER = 4
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything needed to compute model inputs from audio; stored with every trained model."""
+
+    kind: str = "mfcc"
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    n_mfcc: int = 20
+    fmin: float = 0.0
+    fmax: float | None = None
+    highpass_hz: float = 500.0
+    dtype: str = "float16"
+
+    @classmethod
+    def from_params(cls, params: FeatureParams) -> FeatureConfig:
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.kind == "mfcc" else 1
+
+    @property
+    def bins(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def frames(self, seconds: float) -> int:
+        """Frames in a window of ``seconds`` (at least 1)."""
+        return max(1, round(seconds * self.frames_per_second))
+
+
+class FeatureExtractor:
+    """Audio -> (frames, channels, bins) float32, identical whether fed whole or in blocks."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        n_freqs = config.n_fft // 2 + 1
+        self.window = torch.hann_window(config.n_fft, dtype=torch.float64).float()
+        fmax = config.fmax or config.sample_rate / 2
+        mel = AF.melscale_fbanks(
+            n_freqs, config.fmin, fmax, config.n_mels, config.sample_rate, norm="slaney", mel_scale="slaney"
+        )  # (n_freqs, n_mels)
+        if config.highpass_hz > 0:
+            freqs = torch.linspace(0, config.sample_rate / 2, n_freqs, dtype=torch.float64)
+            ratio = (config.highpass_hz / freqs.clamp(min=1e-6)) ** (2 * HIGHPASS_ORDER)
+            mel = mel * (1.0 / (1.0 + ratio)).float()[:, None]
+        self.mel = mel.double().contiguous()
+        self.dct = AF.create_dct(config.n_mfcc, config.n_mels, norm="ortho").double()  # (n_mels, n_mfcc)
+        self.stats_dct = AF.create_dct(min(STATS_MFCC, config.n_mels), config.n_mels, norm="ortho").double()
+
+    # -- spectral frames ---------------------------------------------------------------------------
+    def _db(self, padded: np.ndarray) -> np.ndarray:
+        """dB mel frames of every complete frame in a padded segment."""
+        spec = torch.stft(
+            torch.from_numpy(padded),
+            self.config.n_fft,
+            self.config.hop_length,
+            window=self.window,
+            center=False,
+            return_complex=True,
+        )
+        power = (spec.real.square() + spec.imag.square()).double()  # (n_freqs, n)
+        # float64 from here on: the rounding of a float64 product never shows after the cast to float32,
+        # so every frame is the same bits however many frames a block holds.
+        mel = power.T @ self.mel  # (n, n_mels)
+        return (10.0 * torch.log10(mel.clamp(min=AMIN))).float().numpy()
+
+    def db_frames(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Stream dB mel frames (n, n_mels); a signal of L samples gives exactly L // hop + 1 frames."""
+        n_fft, hop = self.config.n_fft, self.config.hop_length
+        half = n_fft // 2
+        head: list[np.ndarray] = []  # samples gathered before the left reflection can be built
+        head_size = 0
+        padded: np.ndarray | None = None
+        tail = np.zeros(0, dtype=np.float32)  # last real samples, for the right reflection
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            if padded is None:
+                head.append(block)
+                head_size += block.size
+                if head_size <= half:
+                    continue
+                signal = np.concatenate(head)
+                padded = np.concatenate([signal[1 : half + 1][::-1], signal])
+                tail = signal[-(half + 1) :]
+            else:
+                padded = np.concatenate([padded, block])
+                tail = np.concatenate([tail, block])[-(half + 1) :]
+            count = (padded.size - n_fft) // hop + 1 if padded.size >= n_fft else 0
+            if count > 0:
+                yield self._db(padded[: (count - 1) * hop + n_fft])
+                padded = padded[count * hop :]
+        if padded is None:  # the whole signal is shorter than half a window: zero padding, as a fallback
+            signal = np.concatenate(head) if head else np.zeros(0, dtype=np.float32)
+            if signal.size == 0:
+                return
+            padded = np.concatenate([np.zeros(half, np.float32), signal, np.zeros(half, np.float32)])
+        else:
+            padded = np.concatenate([padded, tail[:-1][::-1][:half]])
+        if padded.size < n_fft:
+            padded = np.pad(padded, (0, n_fft - padded.size))
+        count = (padded.size - n_fft) // hop + 1
+        if count > 0:
+            yield self._db(padded[: (count - 1) * hop + n_fft])
+
+    # -- features ----------------------------------------------------------------------------------
+    def from_db(self, db: np.ndarray) -> np.ndarray:
+        """Model features (frames, channels, bins) from a whole run of dB mel frames."""
+        if self.config.kind == "logmel":
+            return db[:, None, :].astype(np.float32, copy=False)
+        mfcc = torch.from_numpy(np.ascontiguousarray(db, dtype=np.float64)) @ self.dct  # (n, n_mfcc)
+        series = mfcc.T.contiguous()  # (n_mfcc, n): compute_deltas works along the last axis
+        delta = AF.compute_deltas(series, win_length=5, mode="replicate")
+        delta2 = AF.compute_deltas(delta, win_length=5, mode="replicate")
+        return torch.stack([series, delta, delta2]).permute(2, 0, 1).float().contiguous().numpy()
+
+    def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Stream features equal to ``from_db`` of the whole recording, block after block."""
+        if self.config.kind == "logmel":
+            for db in self.db_frames(blocks):
+                yield self.from_db(db)
+            return
+        context = 4  # two delta passes of a 5-frame window reach 4 frames each way
+        held = np.zeros((0, self.config.n_mels), dtype=np.float32)
+        emitted = 0  # rows of ``held`` already output; they stay only as left context for the next rows
+        for db in self.db_frames(blocks):
+            held = np.concatenate([held, db])
+            ready = held.shape[0] - context  # frames whose right context is complete
+            if ready - emitted <= 0:
+                continue
+            out = self.from_db(held)[emitted:ready]
+            yield out
+            # keep `context` frames of left context before the next unsent frame
+            drop = max(0, ready - context)
+            held = held[drop:]
+            emitted = ready - drop
+        if held.shape[0] > emitted:
+            yield self.from_db(held)[emitted:]
+
+    def __call__(self, signal: np.ndarray) -> np.ndarray:
+        db = np.concatenate(list(self.db_frames([signal])) or [np.zeros((0, self.config.n_mels), np.float32)])
+        return self.from_db(db)
+
+    def summary(self, db: np.ndarray) -> np.ndarray:
+        """Per-recording MFCC mean and std (2 x 20 values) for the MFCC-statistics baseline."""
+        mfcc = (torch.from_numpy(np.ascontiguousarray(db, dtype=np.float64)) @ self.stats_dct).numpy()
+        return np.concatenate([mfcc.mean(axis=0), mfcc.std(axis=0)]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ activity windows
+def active_windows(db: np.ndarray, window: int, count: int) -> list[tuple[int, int]]:
+    """The ``count`` most active, non-overlapping windows of ``window`` frames, in time order.
+
+    Activity is the energy above each mel band's median over the recording (the stationary background),
+    summed over bands and over the window, so steady wind or insect noise does not win over song.
+    """
+    frames = db.shape[0]
+    if frames <= window:
+        return [(0, frames)]
+    excess = np.clip(db - np.median(db, axis=0, keepdims=True), 0, None).sum(axis=1, dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(excess)])
+    score = cumulative[window:] - cumulative[:-window]  # score[s] = activity of frames [s, s + window)
+    chosen: list[tuple[int, int]] = []
+    taken = np.zeros(score.size, dtype=bool)
+    for _ in range(count):
+        candidates = np.where(~taken, score, -np.inf)
+        start = int(np.argmax(candidates))
+        if not np.isfinite(candidates[start]):
+            break
+        chosen.append((start, start + window))
+        taken[max(0, start - window + 1) : start + window] = True
+    return sorted(chosen)
+
+
+# ----------------------------------------------------------------------------------------- the cache
+@functools.lru_cache(maxsize=4)
+def _extractor(config: FeatureConfig) -> FeatureExtractor:
+    return FeatureExtractor(config)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one process per core; also keeps results independent of the core count
+
+
+def extract_recording(
+    path: str, config: FeatureConfig, max_seconds: float, activity_windows: int = 0, activity_seconds: float = 4.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (frames, channels, bins) in the storage dtype and the baseline summary of one recording."""
+    extractor = _extractor(config)
+    blocks = stream_audio(path, config.sample_rate, max_seconds=max_seconds)
+    parts = list(extractor.db_frames(blocks))
+    if not parts:
+        raise AudioError(path, "no audio frames")
+    db = np.concatenate(parts)
+    if activity_windows > 0:
+        spans = active_windows(db, config.frames(activity_seconds), activity_windows)
+        db = np.concatenate([db[a:b] for a, b in spans])
+    return extractor.from_db(db).astype(config.dtype), extractor.summary(db)
+
+
+def _extract_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    try:
+        features, summary = extract_recording(*job)
+    except AudioError as exc:
+        return None, None, exc.reason
+    return features, summary, None
+
+
+def _write_npy(raw: Path, target: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Wrap a raw C-order dump as a .npy file (header, then the bytes) without loading it."""
+    with target.open("wb") as out, raw.open("rb") as source:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(source, out, length=1 << 24)
+    raw.unlink()
+
+
+def build_cache(
+    table: pd.DataFrame,
+    params: FeatureParams,
+    out_dir: str | Path,
+    on_bad_file: str = "skip",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract features for every recording of the split table into ``out_dir``; return a summary."""
+    config = FeatureConfig.from_params(params)
+    species = sorted(table.loc[table["split"] == "train", "label"].unique())
+    label_index = {label: i for i, label in enumerate(species)}
+    unknown = table[~table["label"].isin(label_index)]
+    table = table[table["label"].isin(label_index)]
+    ordered = pd.concat([table[table["split"] == split] for split in SPLITS])
+    jobs = [
+        (row.path, config, params.max_seconds, params.activity.windows, params.activity.seconds)
+        for row in ordered.itertuples()
+    ]
+    dtype = np.dtype(config.dtype)
+    skipped = [{"path": p, "reason": "species absent from train"} for p in unknown["path"]]
+    index_rows = []
+    summaries = []
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        handles = {split: (tmp / f"{split}.raw").open("wb") for split in SPLITS}
+        offsets = dict.fromkeys(SPLITS, 0)
+        with ProcessPoolExecutor(max_workers=cpu_workers(params.workers), initializer=_init_worker) as pool:
+            results = pool.map(_extract_job, jobs, chunksize=2)
+            bar = tqdm(total=len(jobs), desc="features: extracting", unit="rec", disable=not progress or None)
+            for row, (features, summary, error) in zip(ordered.itertuples(), results, strict=True):
+                bar.update()
+                if error is not None:
+                    if on_bad_file == "error":
+                        raise AudioError(row.path, error)
+                    skipped.append({"path": row.path, "reason": error})
+                    continue
+                handles[row.split].write(np.ascontiguousarray(features).tobytes())
+                start = offsets[row.split]
+                offsets[row.split] += features.shape[0]
+                index_rows.append(
+                    {
+                        "id": row.id,
+                        "split": row.split,
+                        "label": row.label,
+                        "label_index": label_index[row.label],
+                        "start": start,
+                        "stop": offsets[row.split],
+                        "seconds": round(features.shape[0] / config.frames_per_second, 3),
+                    }
+                )
+                summaries.append(summary)
+            bar.close()
+        for split, handle in handles.items():
+            handle.close()
+            shape = (offsets[split], config.channels, config.bins)
+            _write_npy(tmp / f"{split}.raw", tmp / f"{split}.npy", dtype, shape)
+        index = pd.DataFrame(index_rows)
+        write_table(index, tmp / "index.csv")
+        np.save(tmp / "stats.npy", np.stack(summaries) if summaries else np.zeros((0, 2 * STATS_MFCC), np.float32))
+        summary = {
+            "config": config.to_dict(),
+            "species": species,
+            "channels": config.channels,
+            "bins": config.bins,
+            "frames_per_second": config.frames_per_second,
+            "max_seconds": params.max_seconds,
+            "activity": params.activity.model_dump(),
+            "recordings": {s: int((index["split"] == s).sum()) if len(index) else 0 for s in SPLITS},
+            "frames": offsets,
+            "hours": {s: round(offsets[s] / config.frames_per_second / 3600, 4) for s in SPLITS},
+            "skipped": skipped,
+        }
+        write_json(summary, tmp / "config.json")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- reading
+@dataclass
+class FeatureCache:
+    """A read-only view of the cache: memory-mapped arrays and the index."""
+
+    root: Path
+    config: FeatureConfig
+    species: list[str]
+    index: pd.DataFrame
+    info: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path = "data/features") -> FeatureCache:
+        root = Path(root)
+        if not (root / "config.json").exists():
+            raise FileNotFoundError(f"no feature cache at {root}: run `dvc repro features` first")
+        info = json.loads((root / "config.json").read_text())
+        index = pd.read_csv(root / "index.csv", dtype={"id": str, "label": str}, keep_default_na=False)
+        return cls(root, FeatureConfig.from_dict(info["config"]), info["species"], index, info)
+
+    @functools.cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {split: np.load(self.root / f"{split}.npy", mmap_mode="r") for split in SPLITS}
+
+    def recordings(self, split: str) -> pd.DataFrame:
+        return self.index[self.index["split"] == split].reset_index(drop=True)
+
+    def stats(self) -> np.ndarray:
+        return np.load(self.root / "stats.npy")
+
+
+def window_starts(frames: int, window: int, hop: int) -> list[int]:
+    """Start frames of the sliding windows covering a recording of ``frames`` frames.
+
+    Windows step by ``hop``; the last one is aligned to the end so the tail is covered; a recording shorter
+    than a window gives one window (padded by the caller).
+    """
+    if frames <= window:
+        return [0]
+    starts = list(range(0, frames - window + 1, hop))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return starts

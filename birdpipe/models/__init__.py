@@ -1,0 +1,89 @@
+"""Model registry: ``model.name`` -> a module mapping (batch, channels, bins, frames) to class logits.
+
+Every model exposes its classifier as ``model.head``; everything else is the backbone, which is what
+``train.backbone_lr`` and ``train.head_lr`` (discriminative learning rates) refer to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from birdpipe.models.cnn import AudioCNN, AudioCNNv2
+from birdpipe.params import ModelParams
+
+
+@dataclass(frozen=True)
+class InputShape:
+    channels: int
+    bins: int
+    frames: int
+
+
+class Standardize(nn.Module):
+    """Per-channel (x - mean) / std with the training split's statistics, saved inside the model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """Optional standardisation followed by the network; what training, evaluate and predict run."""
+
+    def __init__(self, network: nn.Module, standardize: Standardize | None) -> None:
+        super().__init__()
+        self.standardize = standardize if standardize is not None else nn.Identity()
+        self.network = network
+
+    @property
+    def head(self) -> nn.Module:
+        return self.network.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.standardize(x))
+
+
+def build_network(
+    params: ModelParams, n_classes: int, shape: InputShape, ast_stats: Sequence[float] | None = None
+) -> nn.Module:
+    if params.name == "audio_cnn":
+        return AudioCNN(n_classes, shape.channels, dropout=params.dropout)
+    if params.name == "audio_cnn_v2":
+        return AudioCNNv2(n_classes, shape.channels, dropout=params.dropout)
+    from birdpipe.models import hf  # transformers is imported only when a transformer is asked for
+
+    if params.name == "audio_vit":
+        return hf.AudioViT(params, n_classes, shape)
+    if params.name == "ast":
+        mean, std = ast_stats if ast_stats is not None else (None, None)
+        return hf.AudioAST(params, n_classes, shape, mean, std)
+    raise ValueError(f"unknown model.name {params.name!r}")
+
+
+def build_model(
+    params: ModelParams,
+    n_classes: int,
+    shape: InputShape,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ast_stats: Sequence[float] | None = None,
+) -> Classifier:
+    """The network for ``model.name``, preceded by standardisation when mean and std are given.
+
+    AST normalises inside (as its feature extractor does, from ``ast_stats`` = (mean, std)), so it is
+    built without the standardisation layer.
+    """
+    standardize = Standardize(mean, std) if mean is not None and std is not None else None
+    return Classifier(build_network(params, n_classes, shape, ast_stats), standardize)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

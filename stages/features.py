@@ -1,0 +1,19 @@
+"""features: data/split.csv + audio -> data/features/ (memory-mappable arrays per split, index, config)."""
+
+from birdpipe.errors import run_stage
+from birdpipe.features import build_cache
+from birdpipe.outputs import read_table
+from birdpipe.params import load_params
+
+
+def main() -> None:
+    params = load_params()
+    summary = build_cache(read_table("data/split.csv"), params.features, "data/features", params.data.on_bad_file)
+    print(
+        f"features ({params.features.kind}, {summary['channels']}x{summary['bins']}): "
+        f"{summary['recordings']} recordings, hours {summary['hours']}, {len(summary['skipped'])} skipped"
+    )
+
+
+if __name__ == "__main__":
+    run_stage("features", main)

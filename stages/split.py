@@ -1,0 +1,23 @@
+"""split: data/manifest.csv -> data/split.csv (manifest + split column) and data/split_report.json."""
+
+from birdpipe.errors import run_stage
+from birdpipe.outputs import read_table, write_json, write_table
+from birdpipe.params import load_params
+from birdpipe.split import split_recordings
+
+
+def main() -> None:
+    params = load_params()
+    split, report = split_recordings(read_table("data/manifest.csv"), params.split, seed=params.seed)
+    write_table(split, "data/split.csv")
+    write_json(report, "data/split_report.json")
+    dropped = report["small_classes"]["species"]
+    print(f"split ({report['method']}): {report['recordings']}; species per split {report['species']}")
+    if dropped:
+        print(f"  {len(dropped)} species handled by small_classes: {report['small_classes']['policy']}")
+    for split_name, species in report["species_missing_from"].items():
+        print(f"  warning: {len(species)} species have no recording in {split_name}: {', '.join(species[:5])}")
+
+
+if __name__ == "__main__":
+    run_stage("split", main)

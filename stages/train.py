@@ -1,0 +1,52 @@
+"""train: feature cache + weights + stats -> models/ (the bundle), metrics/train.json, dvclive/ curves."""
+
+from pathlib import Path
+
+from birdpipe.bundle import save_bundle
+from birdpipe.errors import run_stage
+from birdpipe.features import FeatureCache
+from birdpipe.outputs import atomic_path, read_json, read_table, write_json
+from birdpipe.params import load_params
+from birdpipe.plots import training_curves_png
+from birdpipe.training import fit
+
+INPUTS = [
+    Path("data/features/config.json"),
+    Path("data/features/index.csv"),
+    Path("data/class_weights.json"),
+    Path("data/feature_stats.json"),
+]
+
+
+def species_names(split_csv: str = "data/split.csv") -> dict[str, dict[str, str]]:
+    """Scientific and English names per label, when the source gives them."""
+    table = read_table(split_csv)
+    columns = [c for c in ("scientific_name", "english_name") if c in table.columns]
+    if not columns:
+        return {}
+    first = table.drop_duplicates("label").set_index("label")[columns]
+    return {label: {c: str(v) for c, v in row.items() if isinstance(v, str) and v} for label, row in first.iterrows()}
+
+
+def main() -> None:
+    params = load_params()
+    cache = FeatureCache.open("data/features")
+    result = fit(
+        params,
+        cache,
+        read_json("data/class_weights.json"),
+        read_json("data/feature_stats.json"),
+        names=species_names(),
+        fingerprint_inputs=INPUTS,
+    )
+    with atomic_path("models") as folder:
+        save_bundle(folder, result.model, result.info)
+    write_json(result.metrics, "metrics/train.json")
+    training_curves_png(result.history, "plots/training_curves.png")
+    best = result.metrics["train"]
+    print(f"train: best epoch {best['best_epoch']} of {best['epochs']}, val F1-macro {best['best_val_f1_macro']:.4f}, "
+          f"{best['seconds']:.0f} s, {result.metrics['model']['params']:,} parameters")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,24 @@
+"""weights: data/features -> data/class_weights.json and data/feature_stats.json (training split only)."""
+
+from birdpipe.errors import run_stage
+from birdpipe.features import FeatureCache
+from birdpipe.outputs import write_json
+from birdpipe.params import load_params
+from birdpipe.weights import class_weights, feature_stats
+
+
+def main() -> None:
+    params = load_params()
+    cache = FeatureCache.open("data/features")
+    train = cache.recordings("train")
+    counts = train["label"].value_counts()
+    weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
+    stats = feature_stats(cache.arrays["train"])
+    write_json(weights, "data/class_weights.json")
+    write_json(stats, "data/feature_stats.json")
+    ranges = ", ".join(f"{m} {v['min']:.3g}-{v['max']:.3g}" for m, v in weights["methods"].items())
+    print(f"weights: imbalance {weights['imbalance_ratio']:.0f}:1; {ranges}")
+
+
+if __name__ == "__main__":
+    run_stage("weights", main)

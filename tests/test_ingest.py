@@ -1,0 +1,119 @@
+import json
+
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from birdpipe.ingest import IngestError, find_candidates, ingest, read_metadata
+from birdpipe.params import DataParams
+from tests.conftest import chirp, write_bad_files
+
+
+def run(source, **overrides):
+    params = DataParams(source=str(source), **overrides)
+    return ingest(find_candidates(params.source, params), params, workers=1, progress=False)
+
+
+def test_species_folders_in_every_format(species_folder):
+    manifest, report = run(species_folder)
+    assert report["recordings"] == 12 and report["species"] == 3 and report["skipped_count"] == 0
+    assert set(manifest["label"]) == {"Alpha_one", "Beta_two", "Gamma_three"}
+    assert set(manifest["sample_rate"]) == {16000, 22050, 32000}
+    assert {p.rsplit(".", 1)[1] for p in manifest["path"]} == {"wav", "flac", "mp3", "ogg"}
+    assert manifest["id"].is_unique
+    assert report["imbalance_ratio"] == pytest.approx(5 / 3, abs=1e-3)
+
+
+def test_bad_files_are_reported_by_path_and_skipped(species_folder):
+    expected = write_bad_files(species_folder / "Beta_two")
+    manifest, report = run(species_folder)
+    assert report["recordings"] == 12
+    skipped = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped"]}
+    assert set(skipped) == set(expected)
+    for name, reason in expected.items():
+        assert reason in skipped[name]
+    json.dumps(report)  # the report is plain JSON
+
+
+def test_on_bad_file_error_stops_with_the_whole_list(species_folder):
+    write_bad_files(species_folder / "Beta_two")
+    with pytest.raises(IngestError) as error:
+        run(species_folder, on_bad_file="error")
+    message = str(error.value)
+    assert "4 recording(s) cannot be used" in message
+    for name in ("truncated.mp3", "empty.wav", "notes.wav", "silence.flac"):
+        assert name in message
+
+
+def test_byte_identical_duplicates_are_skipped(species_folder):
+    first = species_folder / "Alpha_one" / "Alpha_one_0.wav"
+    (species_folder / "Alpha_one" / "copy.wav").write_bytes(first.read_bytes())
+    manifest, report = run(species_folder)
+    assert report["recordings"] == 12
+    assert any("byte-identical duplicate" in item["reason"] for item in report["skipped"])
+
+
+def test_explicit_csv_relative_paths_and_extra_columns(xc_clips):
+    manifest, report = run(xc_clips / "metadata.csv")
+    assert report["recordings"] == 12 and report["species"] == 4
+    for column in ("recordist", "date", "license", "quality", "xc_id", "english_name"):
+        assert column in manifest.columns
+    assert manifest["id"].str.startswith("XC").all()
+    assert manifest.loc[manifest["id"] == "XC171401", "duration_s"].item() == pytest.approx(1.42, abs=0.01)
+
+
+def test_birdclef_csv(tmp_path):
+    (tmp_path / "train_audio" / "amecro").mkdir(parents=True)
+    for i in range(2):
+        sf.write(tmp_path / "train_audio" / "amecro" / f"XC{i}.ogg", chirp(2, 32000, 1000, 3000, seed=i), 32000)
+    pd.DataFrame(
+        {"primary_label": ["amecro"] * 2, "filename": ["amecro/XC0.ogg", "amecro/XC1.ogg"], "rating": [4.5, 3.0]}
+    ).to_csv(tmp_path / "train_metadata.csv", index=False)
+    frame = pd.read_csv(tmp_path / "train_metadata.csv")
+    frame["filename"] = "train_audio/" + frame["filename"]
+    frame.to_csv(tmp_path / "train_metadata.csv", index=False)
+    manifest, _ = run(tmp_path / "train_metadata.csv")
+    assert list(manifest["label"]) == ["amecro", "amecro"] and "rating" in manifest.columns
+
+
+def test_xeno_canto_api_csv(tmp_path):
+    (tmp_path / "Vireo_latimeri").mkdir()
+    sf.write(tmp_path / "Vireo_latimeri" / "XC100.mp3", chirp(2, 22050, 1000, 3000), 22050)
+    sf.write(tmp_path / "200.mp3", chirp(2, 22050, 2000, 4000), 22050)
+    table = pd.DataFrame(
+        {
+            "id": ["100", "200"],
+            "gen": ["Vireo", "Vireo"],
+            "sp": ["latimeri", "latimeri"],
+            "rec": ["A. Recordist", "B. Recordist"],
+            "q": ["A", "B"],
+            "date": ["2020-01-01", "2021-02-02"],
+            "file-name": ["XC100-something.mp3", ""],
+        }
+    )
+    table.to_csv(tmp_path / "xc.csv", index=False)
+    candidates = read_metadata(tmp_path / "xc.csv", DataParams(source=str(tmp_path / "xc.csv")))
+    assert [c.label for c in candidates] == ["Vireo_latimeri"] * 2
+    manifest, report = run(tmp_path / "xc.csv")
+    assert report["recordings"] == 2
+    assert set(manifest["recordist"]) == {"A. Recordist", "B. Recordist"}
+    assert set(manifest["quality"]) == {"A", "B"}
+
+
+def test_unknown_csv_and_missing_source_give_clear_errors(tmp_path):
+    (tmp_path / "odd.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(IngestError, match="cannot tell which columns"):
+        run(tmp_path / "odd.csv")
+    with pytest.raises(IngestError, match="does not exist"):
+        run(tmp_path / "nowhere")
+    with pytest.raises(IngestError, match="data.label_column 'species_name' is not a column"):
+        run(tmp_path / "odd.csv", label_column="species_name", path_column="a")
+
+
+def test_missing_files_in_a_csv_are_reported(tmp_path):
+    pd.DataFrame({"path": ["gone.wav"], "label": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
+    sf.write(tmp_path / "here.wav", chirp(2, 22050, 1000, 2000), 22050)
+    pd.DataFrame({"path": ["gone.wav", "here.wav"], "label": ["x", "x"]}).to_csv(tmp_path / "m.csv", index=False)
+    manifest, report = run(tmp_path / "m.csv")
+    assert report["recordings"] == 1
+    assert report["skipped"][0]["reason"] == "file not found"

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from birdpipe.params import ParamsError, Params, apply_overrides, load_params, schema_lines, validate_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_project_params_file_is_valid_and_complete():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = validate_params(raw)
+    # every key of the schema is written out in params.yaml, so `dvc exp run -S` can reach it
+    assert params.model_dump(mode="json") == Params.model_validate(raw).model_dump(mode="json")
+    flat = {line.split(" = ")[0] for line in schema_lines()}
+
+    def keys(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    assert set(keys(raw)) == flat
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"loss": {"gama": 3}}, ["loss.gama: unknown key", "gamma"]),
+        ({"lossx": 1}, ["lossx: unknown key", "loss"]),
+        ({"data": {"synthetic": {"specie": 3}}}, ["data.synthetic.specie: unknown key", "species"]),
+        ({"features": {"kind": "mel"}}, ["features.kind = 'mel'", "'mfcc' or 'logmel'"]),
+        ({"train": {"lr": -1}}, ["train.lr = -1", "greater than 0"]),
+        ({"train": {"batch_size": "big"}}, ["train.batch_size = 'big'", "valid integer"]),
+        ({"loss": {"alpha": 2.0}}, ["loss.alpha = 2.0", "(0, 1]"]),
+        ({"split": {"train": 0.8}}, ["split", "must be 1"]),
+        ({"features": {"fmax": 20000}}, ["fmax", "Nyquist"]),
+        ({"augment": {"noise": {"p": 0.5}}}, ["features.kind: logmel"]),
+        ({"model": {"name": "ast"}}, ["model.name: ast needs features.kind: logmel"]),
+    ],
+)
+def test_bad_params_name_the_key_and_what_is_allowed(raw, expected):
+    with pytest.raises(ParamsError) as error:
+        validate_params(raw)
+    message = str(error.value)
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_every_error_is_reported_at_once():
+    with pytest.raises(ParamsError) as error:
+        validate_params({"loss": {"gama": 3}, "train": {"epochs": 0}})
+    assert "loss.gama" in str(error.value) and "train.epochs" in str(error.value)
+
+
+def test_overrides_are_validated_like_params():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = validate_params(apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2"}))
+    assert (params.loss.name, params.loss.gamma, params.model.name) == ("focal", 3.0, "audio_cnn_v2")
+    with pytest.raises(ParamsError, match="loss.gamma"):
+        validate_params(apply_overrides(raw, {"loss.gamma": "high"}))
+
+
+def test_load_params_reports_missing_and_broken_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("loss: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(broken)
