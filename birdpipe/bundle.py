@@ -3,8 +3,9 @@
 ``models/model.pt`` holds the weights (normalisation statistics included, as buffers);
 ``models/bundle.json`` holds the species list (and their names when known), the feature config, the
 window, hop and aggregation used by evaluate, the model params, the training counts, the full params and
-the training metrics. Transformer models also keep their Hugging Face config in ``models/backbone/`` so
-they rebuild without a network. :func:`load_bundle` needs only this library.
+the training metrics. Transformer models keep their Hugging Face weights and config in
+``models/backbone/`` (``save_pretrained`` format, so they rebuild without a network), and ``model.pt``
+then holds only the rest, so no weight is stored twice. :func:`load_bundle` needs only this library.
 """
 
 from __future__ import annotations
@@ -53,14 +54,20 @@ class Bundle:
         return self.feature_config.frames(self.info["hop_seconds"])
 
 
+TRANSFORMERS = ("audio_vit", "ast")
+BACKBONE_PREFIX = "network.model."  # the Hugging Face model inside AudioViT / AudioAST
+
+
 def save_bundle(folder: Path, model: Classifier, info: dict[str, Any]) -> None:
     """Write the bundle into ``folder`` (the caller makes it atomic)."""
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": BUNDLE_FORMAT, "state_dict": model.state_dict()}, folder / "model.pt")
-    if info["model"]["name"] in ("audio_vit", "ast"):
+    state = model.state_dict()
+    if info["model"]["name"] in TRANSFORMERS:
         from birdpipe.models.hf import save_pretrained
 
         save_pretrained(model.network, folder / "backbone")
+        state = {k: v for k, v in state.items() if not k.startswith(BACKBONE_PREFIX)}
+    torch.save({"format": BUNDLE_FORMAT, "state_dict": state}, folder / "model.pt")
     (folder / "bundle.json").write_text(json.dumps({"format": BUNDLE_FORMAT, **info}, indent=2) + "\n")
 
 
@@ -80,7 +87,7 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
     if absent:
         raise BundleError(f"{folder / 'bundle.json'} lacks {', '.join(absent)}")
     model_params = ModelParams.model_validate(info["model"])
-    if model_params.name in ("audio_vit", "ast"):
+    if model_params.name in TRANSFORMERS:
         backbone = folder / "backbone"
         if not backbone.is_dir():
             raise BundleError(f"model folder {folder} is incomplete: missing backbone/ (the transformer config)")
@@ -91,8 +98,10 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
         model_params, len(info["species"]), shape, norm.get("mean"), norm.get("std"), ast_stats=info.get("ast_stats")
     )
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+        if model_params.name in TRANSFORMERS:  # the backbone's weights came from backbone/
+            state = {**{k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}, **state}
+        model.load_state_dict(state)
     except Exception as exc:
         raise BundleError(f"{folder / 'model.pt'} does not match bundle.json ({str(exc).splitlines()[0]})") from None
     model.to(device).eval()

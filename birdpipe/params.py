@@ -137,6 +137,8 @@ class WeightParams(Section):
 
 # -------------------------------------------------------------------------------------------- model
 class ViTParams(Section):
+    """Sizes of a config-built ViT (ignored when model.pretrained names a checkpoint)."""
+
     hidden_size: int = Field(192, ge=8, le=4096)
     layers: int = Field(4, ge=1, le=48)
     heads: int = Field(3, ge=1, le=64)
@@ -146,8 +148,18 @@ class ViTParams(Section):
         None, description="resize inputs to [height, width] (224x224 for ImageNet weights); null = native"
     )
 
+    @model_validator(mode="after")
+    def _shapes(self) -> ViTParams:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
+        if self.image_size and any(side <= 0 or side % self.patch_size for side in self.image_size):
+            raise ValueError(f"image_size {list(self.image_size)} must be positive multiples of patch_size")
+        return self
+
 
 class ASTParams(Section):
+    """Sizes of a config-built AST (ignored when model.pretrained names a checkpoint)."""
+
     hidden_size: int = Field(192, ge=8, le=4096)
     layers: int = Field(4, ge=1, le=48)
     heads: int = Field(3, ge=1, le=64)
@@ -156,10 +168,22 @@ class ASTParams(Section):
     frequency_stride: int = Field(10, ge=1, le=64)
     time_stride: int = Field(10, ge=1, le=64)
     max_length: int | None = Field(
-        None, ge=16, le=4096, description="frames the input is padded/cut to (study: 1024); null = window"
+        None,
+        ge=16,
+        le=4096,
+        description="frames the input is padded/cut to (the study: 1024); null = the window, also for a "
+        "pretrained checkpoint, whose position embeddings are then cropped or interpolated",
     )
     norm_mean: float | None = Field(None, description="AST input mean; null = from data/feature_stats.json")
     norm_std: float | None = Field(None, gt=0.0, description="AST input std; null = from feature_stats")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ASTParams:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
+        if self.max_length is not None and self.max_length < self.patch_size:
+            raise ValueError(f"max_length ({self.max_length}) must be at least patch_size ({self.patch_size})")
+        return self
 
 
 class ModelParams(Section):

@@ -41,7 +41,7 @@ def test_mixup_gives_convex_mixtures_and_soft_targets_that_sum_to_one():
     torch.manual_seed(2)
     x = torch.randn(32, 1, 8, 8)
     labels = torch.arange(32) % 5
-    out, target = augmenter(mixup={"p": 1.0, "alpha": 0.4})(x, labels)
+    _out, target = augmenter(mixup={"p": 1.0, "alpha": 0.4})(x, labels)
     assert target.shape == (32, 5)
     np.testing.assert_allclose(target.sum(dim=1).numpy(), np.ones(32), rtol=1e-6)
     lam = target[torch.arange(32), labels]  # lambda (or 1 - lambda when both labels agree it is 1)

@@ -26,7 +26,7 @@ def test_species_folders_in_every_format(species_folder):
 
 def test_bad_files_are_reported_by_path_and_skipped(species_folder):
     expected = write_bad_files(species_folder / "Beta_two")
-    manifest, report = run(species_folder)
+    _manifest, report = run(species_folder)
     assert report["recordings"] == 12
     skipped = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped"]}
     assert set(skipped) == set(expected)
@@ -48,7 +48,7 @@ def test_on_bad_file_error_stops_with_the_whole_list(species_folder):
 def test_byte_identical_duplicates_are_skipped(species_folder):
     first = species_folder / "Alpha_one" / "Alpha_one_0.wav"
     (species_folder / "Alpha_one" / "copy.wav").write_bytes(first.read_bytes())
-    manifest, report = run(species_folder)
+    _manifest, report = run(species_folder)
     assert report["recordings"] == 12
     assert any("byte-identical duplicate" in item["reason"] for item in report["skipped"])
 
@@ -106,7 +106,7 @@ def test_unknown_csv_and_missing_source_give_clear_errors(tmp_path):
         run(tmp_path / "odd.csv")
     with pytest.raises(IngestError, match="does not exist"):
         run(tmp_path / "nowhere")
-    with pytest.raises(IngestError, match="data.label_column 'species_name' is not a column"):
+    with pytest.raises(IngestError, match=r"data\.label_column 'species_name' is not a column"):
         run(tmp_path / "odd.csv", label_column="species_name", path_column="a")
 
 
@@ -114,6 +114,6 @@ def test_missing_files_in_a_csv_are_reported(tmp_path):
     pd.DataFrame({"path": ["gone.wav"], "label": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
     sf.write(tmp_path / "here.wav", chirp(2, 22050, 1000, 2000), 22050)
     pd.DataFrame({"path": ["gone.wav", "here.wav"], "label": ["x", "x"]}).to_csv(tmp_path / "m.csv", index=False)
-    manifest, report = run(tmp_path / "m.csv")
+    _manifest, report = run(tmp_path / "m.csv")
     assert report["recordings"] == 1
     assert report["skipped"][0]["reason"] == "file not found"

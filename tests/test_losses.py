@@ -41,7 +41,7 @@ def test_focal_with_gamma_zero_and_no_alpha_is_ce(batch):
 def test_focal_formula_and_alpha(batch):
     logits, labels = batch
     p_t = torch.softmax(logits, 1)[torch.arange(16), labels]
-    expected = (-(1 - p_t) ** 2 * torch.log(p_t)).mean()
+    expected = (-((1 - p_t) ** 2) * torch.log(p_t)).mean()
     focal = build_loss(LossParams(name="focal", gamma=2.0), SPECIES, COUNTS)
     assert focal(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
     scalar = build_loss(LossParams(name="focal", gamma=2.0, alpha=0.25), SPECIES, COUNTS)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from birdpipe.params import ParamsError, Params, apply_overrides, load_params, schema_lines, validate_params
+from birdpipe.params import Params, ParamsError, apply_overrides, load_params, schema_lines, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,11 @@ def test_every_error_is_reported_at_once():
 
 def test_overrides_are_validated_like_params():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params = validate_params(apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2"}))
+    params = validate_params(
+        apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2"})
+    )
     assert (params.loss.name, params.loss.gamma, params.model.name) == ("focal", 3.0, "audio_cnn_v2")
-    with pytest.raises(ParamsError, match="loss.gamma"):
+    with pytest.raises(ParamsError, match=r"loss\.gamma"):
         validate_params(apply_overrides(raw, {"loss.gamma": "high"}))
 
 

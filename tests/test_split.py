@@ -55,7 +55,7 @@ def test_groups_never_span_two_splits(seed):
 def test_missing_group_values_are_groups_of_their_own():
     table = manifest({"a": 9, "b": 9}, groups=1)
     table["recordist"] = None
-    result, report = split_recordings(table, SplitParams(group_by=["recordist"]), seed=0)
+    _result, report = split_recordings(table, SplitParams(group_by=["recordist"]), seed=0)
     assert report["species_missing_from"] == {}
     assert report["groups"]["train"] > 1
 
@@ -81,7 +81,7 @@ def test_species_with_too_few_groups_follow_the_policy():
 def test_predefined_split_column_and_folds():
     table = manifest({"a": 6})
     table["subset"] = ["train", "Training", "valid", "dev", "test", "eval"]
-    result, report = split_recordings(table, SplitParams(column="subset"), seed=0)
+    result, _report = split_recordings(table, SplitParams(column="subset"), seed=0)
     assert result["split"].tolist() == ["train", "train", "val", "val", "test", "test"]
     table["fold"] = [0, 1, 2, 3, 3, 4]
     result, _ = split_recordings(table, SplitParams(column="fold", val_fold=3, test_fold=4), seed=0)
@@ -94,5 +94,5 @@ def test_predefined_split_column_and_folds():
 
 
 def test_unknown_group_column_is_named():
-    with pytest.raises(SplitError, match="split.group_by names \\['site'\\]"):
+    with pytest.raises(SplitError, match=r"split\.group_by names \['site'\]"):
         split_recordings(manifest({"a": 9}), SplitParams(group_by=["site"]), seed=0)

@@ -106,7 +106,7 @@ def test_bundle_round_trip_and_incomplete_folders(real_cache, tmp_path):
     assert evaluation["probs"].shape == (4, 4)
     np.testing.assert_allclose(evaluation["probs"].sum(axis=1), 1.0, rtol=1e-5)
     (tmp_path / "models" / "model.pt").unlink()
-    with pytest.raises(BundleError, match="incomplete: missing model.pt"):
+    with pytest.raises(BundleError, match=r"incomplete: missing model\.pt"):
         load_bundle(tmp_path / "models")
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")

@@ -12,7 +12,7 @@ def test_methods_follow_their_formulas():
     np.testing.assert_allclose(raw_weights(COUNTS, "balanced", 0.9), [0.37, 3.7, 37.0])
     np.testing.assert_allclose(raw_weights(COUNTS, "sqrt", 0.9), [0.1, 1 / np.sqrt(10), 1.0])
     beta = 0.9
-    np.testing.assert_allclose(raw_weights(COUNTS, "effective_number", beta), (1 - beta) / (1 - beta ** COUNTS))
+    np.testing.assert_allclose(raw_weights(COUNTS, "effective_number", beta), (1 - beta) / (1 - beta**COUNTS))
 
 
 def test_balanced_matches_scikit_learn():

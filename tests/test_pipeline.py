@@ -1,0 +1,105 @@
+"""End to end: `dvc repro` of the whole DAG in a temporary git repo on a tiny synthetic config, then the
+experiment commands a researcher uses (`dvc exp run -S`, `dvc exp show`, `dvc metrics diff`, `dvc plots diff`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = {
+    "data": {"synthetic": {"species": 4, "max_recordings": 8, "imbalance": 4.0, "min_seconds": 2.0,
+                           "median_seconds": 3.0, "max_seconds": 5.0, "similar_pairs": 1, "recordists": 3}},
+    "features": {"max_seconds": 5.0, "workers": 2},
+    "train": {"epochs": 2, "window_seconds": 1.0, "hop_seconds": 0.5, "batch_size": 8, "threads": 2},
+    "evaluate": {"rare_threshold": 4},
+}  # fmt: skip
+
+
+def merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def run(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in ("birdpipe", "stages"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, root / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("git", "init", "-q", cwd=root)
+    run("dvc", "init", "-q", cwd=root)
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
+    run("git", "add", "-A", cwd=root)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project", cwd=root)
+    return root
+
+
+def test_dvc_repro_runs_the_whole_dag(project):
+    out = run("dvc", "repro", cwd=project)
+    for stage in ("ingest", "split", "features", "weights", "baselines", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out
+    metrics = json.loads((project / "metrics" / "eval.json").read_text())
+    for name in ("accuracy", "f1_macro", "f1_weighted", "map", "top5_accuracy", "f1_rare", "f1_common"):
+        assert 0.0 <= metrics["test"][name] <= 1.0 or metrics["test"][name] is None
+    assert "window" in metrics["test"] and "val" in metrics
+    baselines = json.loads((project / "metrics" / "baselines.json").read_text())
+    assert set(baselines) >= {"majority", "mfcc_logreg"}
+    train = json.loads((project / "metrics" / "train.json").read_text())
+    assert train["train"]["epochs"] == 2 and train["model"]["params"] > 0
+    for path in ("models/bundle.json", "models/model.pt", "plots/confusion.csv", "plots/confusion_matrix.png",
+                 "plots/f1_vs_train_count.png", "plots/training_curves.png", "metrics/per_class.csv",
+                 "data/ingest_report.json", "data/class_weights.json", "data/feature_stats.json"):  # fmt: skip
+        assert (project / path).exists(), path
+    run("git", "add", "-A", cwd=project)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline run", cwd=project)
+    assert "up to date" in run("dvc", "repro", cwd=project)
+
+
+def test_a_loss_experiment_reruns_only_train_and_evaluate(project):
+    out = run("dvc", "exp", "run", "-n", "gamma3", "-S", "loss.name=focal", "-S", "loss.gamma=3", cwd=project)
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    for stage in ("ingest", "split", "features", "weights", "baselines"):
+        assert f"Running stage '{stage}'" not in out
+    shown = json.loads(run("dvc", "exp", "show", "--json", cwd=project))
+    text = json.dumps(shown)
+    assert "gamma3" in text and "f1_macro" in text
+    diff = run("dvc", "metrics", "diff", "HEAD", "gamma3", cwd=project)
+    for name in ("test.f1_macro", "test.accuracy", "test.map", "train.best_epoch"):
+        assert name in diff
+
+
+def test_plots_diff_renders_the_declared_plots(project):
+    out = run("dvc", "plots", "diff", "HEAD", "gamma3", "--json", cwd=project)
+    rendered = json.loads(out)
+    names = " ".join(rendered.keys()) if isinstance(rendered, dict) else out
+    for title in ("Confusion matrix", "Per-species F1", "Precision-recall", "Validation F1-macro"):
+        assert title in names
+
+
+def test_a_typo_in_a_param_stops_the_stage_with_its_name(project):
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["dvc", "exp", "run", "-S", "loss.gama=3"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    assert "loss.gama: unknown key" in done.stdout + done.stderr

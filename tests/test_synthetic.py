@@ -1,0 +1,159 @@
+"""The synthetic corpus generator: files, metadata, counts, determinism, names and levels."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from birdpipe.params import SyntheticParams
+from birdpipe.synthetic import generate_corpus, species_counts
+
+TINY = SyntheticParams(
+    species=4,
+    max_recordings=6,
+    imbalance=3.0,
+    min_seconds=1.0,
+    median_seconds=1.5,
+    max_seconds=2.5,
+    snr_db=(0.0, 20.0),
+    similar_pairs=1,
+    recordists=3,
+    sample_rate=16000,
+)
+COLUMNS = (
+    "path", "label", "scientific_name", "english_name", "recordist", "site", "date", "individual", "snr_db",
+    "duration_s", "background_species",
+)  # fmt: skip
+
+
+def _generate(root: Path, seed: int = 7, workers: int = 1, params: SyntheticParams = TINY) -> pd.DataFrame:
+    root.mkdir(parents=True, exist_ok=True)
+    return generate_corpus(params, root, seed=seed, workers=workers, progress=False)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("corpus")
+    return root, _generate(root)
+
+
+def test_files_decode_at_the_rate_and_lengths(corpus: tuple[Path, pd.DataFrame]) -> None:
+    root, table = corpus
+    for row in table.itertuples():
+        path = root / row.path
+        assert path.is_file() and path.suffix == ".mp3"
+        assert path.parent == root / "audio" / row.label
+        audio, rate = sf.read(path, dtype="float32")
+        assert rate == TINY.sample_rate
+        assert audio.ndim == 1
+        seconds = audio.size / rate
+        assert TINY.min_seconds <= seconds <= TINY.max_seconds
+        assert seconds == pytest.approx(row.duration_s, abs=1e-3)
+
+
+def test_metadata_csv_matches_files_and_table(corpus: tuple[Path, pd.DataFrame]) -> None:
+    root, table = corpus
+    csv = pd.read_csv(root / "metadata.csv", keep_default_na=False, dtype=str)
+    assert set(COLUMNS) <= set(csv.columns)
+    assert list(csv["path"]) == list(table["path"])
+    assert list(csv["label"]) == list(table["label"])
+    on_disk = {str(p.relative_to(root)) for p in (root / "audio").rglob("*.mp3")}
+    assert on_disk == set(csv["path"])
+    assert all(not Path(p).is_absolute() for p in csv["path"])
+    assert csv["path"].is_unique and csv["id"].is_unique
+    assert (table["label"] == table["scientific_name"].str.replace(" ", "_")).all()
+    assert set(table["sound_type"]) <= {"song", "call"}
+
+
+def test_counts_follow_the_configured_ratio(corpus: tuple[Path, pd.DataFrame]) -> None:
+    _, table = corpus
+    counts = table["label"].value_counts()
+    assert counts.max() == TINY.max_recordings
+    assert counts.min() == max(1, round(TINY.max_recordings / TINY.imbalance))
+    assert len(counts) == TINY.species
+
+    params = SyntheticParams(species=24, max_recordings=150, imbalance=50)
+    expected = species_counts(params)
+    assert expected[0] == 150 and expected[-1] == 3
+    assert all(a >= b for a, b in itertools.pairwise(expected))
+    assert species_counts(SyntheticParams(species=3, max_recordings=5, imbalance=100, similar_pairs=1))[-1] == 1
+
+
+def test_labels_are_safe_unique_and_pairs_share_a_genus(corpus: tuple[Path, pd.DataFrame]) -> None:
+    root, table = corpus
+    species = pd.read_csv(root / "species.csv", keep_default_na=False)
+    assert species["label"].is_unique and species["english_name"].is_unique
+    assert all(re.fullmatch(r"[A-Z][a-z]+_[a-z]+", label) for label in species["label"])
+    pairs = species[species["similar_to"] != ""]
+    assert len(pairs) == 2 * TINY.similar_pairs
+    genus = dict(zip(species["label"], species["genus"], strict=True))
+    for label, partner in zip(pairs["label"], pairs["similar_to"], strict=True):
+        assert genus[label] == genus[partner]
+        assert label.split("_")[0] == partner.split("_")[0]
+    assert set(table["label"]) == set(species["label"])
+
+
+def test_background_species_are_other_known_species(corpus: tuple[Path, pd.DataFrame]) -> None:
+    _, table = corpus
+    labels = set(table["label"])
+    for own, background in zip(table["label"], table["background_species"], strict=True):
+        others = [b for b in background.split(";") if b]
+        assert own not in others
+        assert set(others) <= labels
+        assert len(others) == len(set(others))
+
+
+def test_recordings_are_not_silent_or_clipped(corpus: tuple[Path, pd.DataFrame]) -> None:
+    root, table = corpus
+    for path in table["path"]:
+        audio, _ = sf.read(root / path, dtype="float32")
+        peak = float(np.max(np.abs(audio)))
+        assert 0.05 < peak <= 1.0
+        assert np.sqrt(np.mean(audio.astype(np.float64) ** 2)) > 1e-3
+
+
+def test_same_seed_is_byte_identical_whatever_the_workers(corpus: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    root, table = corpus
+    again = _generate(tmp_path / "again", workers=2)
+    pd.testing.assert_frame_equal(table, again)
+    assert _files(root) == _files(tmp_path / "again")
+
+
+def test_a_different_seed_gives_different_audio(corpus: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    root, table = corpus
+    other = _generate(tmp_path / "other", seed=8)
+    assert list(other["label"].value_counts()) == list(table["label"].value_counts())
+    ours = {(root / p).read_bytes() for p in table["path"]}
+    theirs = {(tmp_path / "other" / p).read_bytes() for p in other["path"]}
+    assert not ours & theirs
+
+
+def test_other_sample_rates_and_odd_shapes_work(tmp_path: Path) -> None:
+    params = SyntheticParams(
+        species=2,
+        max_recordings=2,
+        imbalance=1.0,
+        min_seconds=0.6,
+        median_seconds=0.6,
+        max_seconds=0.6,
+        snr_db=(10.0, 10.0),
+        similar_pairs=1,
+        recordists=1,
+        sample_rate=8000,
+    )
+    table = _generate(tmp_path, params=params)
+    assert len(table) == 4
+    for path in table["path"]:
+        audio, rate = sf.read(tmp_path / path, dtype="float32")
+        assert rate == 8000 and audio.size == round(0.6 * 8000)
+        assert 0 < float(np.max(np.abs(audio))) <= 1.0
