@@ -81,9 +81,20 @@ def training_curves_png(history: list[dict[str, float]], target: str | Path) -> 
     _save(figure, target)
 
 
-def bar_png(labels: list[str], values: list[float], target: str | Path, title: str, xlabel: str) -> None:
-    figure, axis = plt.subplots(figsize=(8, 0.5 + 0.35 * len(labels)))
-    axis.barh(labels, values)
+def bar_png(labels: list[str], values: list[float] | dict[str, list[float | None]], target: str | Path, title: str,
+            xlabel: str) -> None:  # fmt: skip
+    """Horizontal bars; ``values`` as a dict draws one bar per series and label (None leaves a gap)."""
+    series = values if isinstance(values, dict) else {"": values}
+    height = 0.8 / len(series)
+    figure, axis = plt.subplots(figsize=(8, 0.6 + 0.3 * len(labels) * len(series)))
+    positions = np.arange(len(labels))
+    for number, (name, numbers) in enumerate(series.items()):
+        shown = [np.nan if v is None else v for v in numbers]
+        axis.barh(positions + (number - (len(series) - 1) / 2) * height, shown, height, label=name or None)
+    axis.set_yticks(positions, labels)
+    axis.invert_yaxis()
+    if len(series) > 1:
+        axis.legend(loc="lower right")
     axis.set_xlabel(xlabel)
     axis.set_title(title)
     axis.grid(alpha=0.3, axis="x")

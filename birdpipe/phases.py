@@ -1,0 +1,333 @@
+"""The study's phases (``phases.yaml``) as named DVC experiments, and the comparison report.
+
+``list`` shows them, ``queue`` puts them in DVC's queue (``dvc exp run --queue -n NAME -S ...``), ``run`` runs
+some now, ``report`` renders ``reports/phases.md`` and ``reports/phases_f1.png`` from ``dvc exp show --json``.
+Every phase's overrides are validated against the params schema before DVC sees them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from birdpipe.errors import PipelineError
+from birdpipe.params import PARAMS_FILE, apply_overrides, validate_params
+
+PHASES_FILE = "phases.yaml"
+REPORT = "reports/phases.md"
+FIGURE = "reports/phases_f1.png"
+COLUMNS = (  # (report header, our metric key, study key)
+    ("val acc", "val.accuracy", "val_accuracy"),
+    ("test acc", "test.accuracy", "test_accuracy"),
+    ("F1-macro", "test.f1_macro", "f1_macro"),
+    ("F1-weighted", "test.f1_weighted", "f1_weighted"),
+    ("mAP", "test.map", "map"),
+    ("rare F1", "test.f1_rare", "f1_rare"),
+    ("best epoch", "train.best_epoch", "best_epoch"),
+    ("epochs", "train.epochs", "epochs"),
+    ("train s", "train.seconds", "seconds"),
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    description: str
+    params: dict[str, Any]
+    offline: dict[str, Any]
+    study: dict[str, float]
+
+    def overrides(self, base: dict[str, Any], offline: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        merged = {**base, **self.params}
+        if offline:
+            merged.update(self.offline)
+        merged.update(extra or {})
+        return merged
+
+
+def load_phases(path: str | Path = PHASES_FILE) -> tuple[dict[str, Any], dict[str, Phase]]:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found (run from the project root)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - {"base", "phases"}
+    if unknown:
+        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: base, phases")
+    phases = {}
+    for name, entry in (raw.get("phases") or {}).items():
+        extra = set(entry) - {"description", "params", "offline", "study"}
+        if extra:
+            raise PipelineError(f"{path}: phase {name} has unknown keys {sorted(extra)}")
+        phases[name] = Phase(
+            name,
+            entry.get("description", ""),
+            entry.get("params") or {},
+            entry.get("offline") or {},
+            entry.get("study") or {},
+        )
+    return raw.get("base") or {}, phases
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``key=value`` strings (values parsed as YAML, as ``dvc exp run -S`` does) into a dict."""
+    result = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PipelineError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        result[key.strip()] = yaml.safe_load(value) if value else None
+    return result
+
+
+def validate_phase(
+    phase: Phase,
+    base: dict[str, Any],
+    offline: bool,
+    extra: dict[str, Any] | None = None,
+    params_file: str | Path = PARAMS_FILE,
+) -> dict[str, Any]:
+    """The phase's overrides, after checking that params.yaml with them applied passes the schema."""
+    overrides = phase.overrides(base, offline, extra)
+    raw = yaml.safe_load(Path(params_file).read_text())
+    validate_params(apply_overrides(raw, overrides), origin=f"phase {phase.name}")
+    return overrides
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value as ``dvc exp run -S`` (Hydra override grammar) reads it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def exp_run_command(name: str, overrides: dict[str, Any], queue: bool) -> list[str]:
+    command = ["dvc", "exp", "run", "-n", name]
+    if queue:
+        command.append("--queue")
+    for key, value in overrides.items():
+        command += ["-S", f"{key}={hydra_value(value)}"]
+    return command
+
+
+def _select(phases: dict[str, Phase], names: list[str]) -> list[Phase]:
+    unknown = [n for n in names if n not in phases]
+    if unknown:
+        raise PipelineError(f"unknown phase(s) {', '.join(unknown)}; known: {', '.join(phases)}")
+    return [phases[n] for n in (names or list(phases))]
+
+
+def _absolute_source(extra: dict[str, Any]) -> dict[str, Any]:
+    """Queued experiments run in a temporary copy of the repo: a relative data path must become absolute."""
+    source = extra.get("data.source")
+    if source and source != "synthetic" and not Path(source).is_absolute():
+        extra = {**extra, "data.source": str(Path(source).resolve())}
+    return extra
+
+
+# ------------------------------------------------------------------------------------------ report
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def experiments_from_dvc(cwd: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """Experiment name -> flat metrics (eval, train, baselines) from ``dvc exp show --json``."""
+    done = subprocess.run(["dvc", "exp", "show", "--json", "-A"], cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PipelineError(f"dvc exp show failed: {done.stderr.strip().splitlines()[-1:]}")
+    return experiments_from_json(json.loads(done.stdout or "[]"))
+
+
+def _metrics_of(data: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for file, content in (data.get("metrics") or {}).items():
+        values = (content or {}).get("data") or {}
+        if file.endswith("baselines.json"):
+            flat.update(flatten(values, "baselines."))
+        elif not file.startswith("dvclive"):
+            flat.update(flatten(values))
+    params = {}
+    for content in (data.get("params") or {}).values():
+        params.update(flatten((content or {}).get("data") or {}))
+    flat["params"] = params
+    return flat
+
+
+def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Name -> metrics for every experiment (and named commit) in ``dvc exp show --json`` output.
+
+    When a name occurs more than once, the newest run (by timestamp) wins.
+    """
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def visit(entry: dict[str, Any]) -> None:
+        data = entry.get("data") or {}
+        name = entry.get("name") or data.get("name")
+        if name and data.get("metrics"):
+            stamp = data.get("timestamp") or ""
+            if name not in found or stamp >= found[name][0]:
+                found[name] = (stamp, _metrics_of(data))
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                visit(rev)
+
+    for entry in shown:
+        visit(entry)
+    return {name: metrics for name, (_, metrics) in found.items()}
+
+
+def _fmt(value: Any, key: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key.endswith(("best_epoch", "epochs")):
+        return str(int(value))
+    if key.endswith("seconds"):
+        return f"{value:.0f}"
+    return f"{value:.3f}"
+
+
+def render_report(
+    phases: dict[str, Phase], results: dict[str, dict[str, Any]], title: str, figure: str | None = None
+) -> str:
+    """Markdown: one row per phase with our figures and the study's beside them."""
+    lines = [
+        f"# {title}",
+        "",
+        "Generated by `python -m birdpipe phases report` from `dvc exp show --json`; do not edit by hand.",
+        "Each cell is ours, with the study's figure (its own data: 89 species, 11,075 recordings) in "
+        "brackets where it reported one. Recording-level metrics on the test split unless marked val.",
+        "",
+    ]
+    header = ["phase", *[c[0] for c in COLUMNS], "model", "MFCC-LR F1"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, phase in phases.items():
+        ours = results.get(name)
+        if ours is None:
+            continue
+        cells = [f"`{name}`"]
+        for _, key, study_key in COLUMNS:
+            cell = _fmt(ours.get(key), key)
+            if study_key in phase.study:
+                cell += f" ({_fmt(phase.study[study_key], study_key)})"
+            cells.append(cell)
+        p = ours.get("params", {})
+        model = str(p.get("model.name", "?"))
+        if p.get("model.name") in ("audio_vit", "ast"):
+            model += " (pretrained)" if p.get("model.pretrained") else " (config-built)"
+        cells += [model, _fmt(ours.get("baselines.mfcc_logreg.test.f1_macro"), "f1")]
+        lines.append("| " + " | ".join(cells) + " |")
+    missing = [n for n in phases if n not in results]
+    lines.append("")
+    if missing:
+        lines += [f"Not run yet: {', '.join(f'`{n}`' for n in missing)}.", ""]
+    lines += ["## What each phase changes", ""]
+    for name, phase in phases.items():
+        if name in results:
+            lines.append(f"- `{name}`: {phase.description}")
+    if figure:
+        lines += ["", f"![F1-macro per phase]({Path(figure).name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def f1_figure(phases: dict[str, Phase], results: dict[str, dict[str, Any]], path: str | Path) -> None:
+    from birdpipe.plots import bar_png
+
+    names = [n for n in phases if n in results]
+    ours = [float(results[n].get("test.f1_macro") or 0.0) for n in names]
+    study = [phases[n].study.get("f1_macro") for n in names]
+    bar_png(names, {"ours (test F1-macro)": ours, "study": study}, path, "F1-macro per phase", "F1-macro")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_parser(commands: Any, handler: Callable[[argparse.Namespace], int]) -> None:
+    parser = commands.add_parser(
+        "phases",
+        help="the study's phases as named DVC experiments, and their report",
+        description=__doc__.splitlines()[0],
+    )
+    sub = parser.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--file", default=PHASES_FILE, help="phases file (default phases.yaml)")
+    for action, text in (
+        ("list", "list the phases"),
+        ("queue", "queue phases as named experiments"),
+        ("run", "run phases now, one after the other"),
+        ("validate", "check every phase"),
+    ):
+        p = sub.add_parser(action, help=text, parents=[common])
+        if action != "list":
+            p.add_argument("names", nargs="*", help="phase names (default: all)")
+            p.add_argument(
+                "--offline",
+                action="store_true",
+                help="use each phase's `offline` overrides: config-built models instead of hub weights",
+            )
+            p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an extra override for every phase")
+            p.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
+            p.add_argument("--prefix", default="", help="prefix for the experiment names (e.g. real_)")
+        p.set_defaults(handler=handler)
+    report = sub.add_parser("report", help="render reports/phases.md from the experiments", parents=[common])
+    report.add_argument("--out", default=REPORT, help=f"Markdown file (default {REPORT})")
+    report.add_argument("--prefix", default="", help="only experiments named <prefix><phase>")
+    report.add_argument("--title", default="The study's phases on the default synthetic corpus")
+    report.set_defaults(handler=handler)
+
+
+def main(args: argparse.Namespace) -> int:
+    base, phases = load_phases(args.file)
+    if args.action == "list":
+        for phase in phases.values():
+            study = ", ".join(f"{k} {v}" for k, v in phase.study.items()) or "not reported"
+            print(
+                f"{phase.name}: {phase.description}\n    overrides: {phase.params or '(base only)'}"
+                + (f"\n    offline: {phase.offline}" if phase.offline else "")
+                + f"\n    study: {study}"
+            )
+        return 0
+    if args.action == "report":
+        results = experiments_from_dvc()
+        if args.prefix:
+            results = {k.removeprefix(args.prefix): v for k, v in results.items() if k.startswith(args.prefix)}
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure = out.with_name(out.stem + "_f1.png")
+        f1_figure(phases, results, figure)
+        out.write_text(render_report(phases, results, args.title, str(figure)))
+        print(f"wrote {out} and {figure} ({sum(n in results for n in phases)} of {len(phases)} phases run)")
+        return 0
+    extra = _absolute_source(parse_sets(args.set))
+    selected = _select(phases, args.names)
+    commands = []
+    for phase in selected:
+        overrides = validate_phase(phase, base, args.offline, extra)
+        commands.append(exp_run_command(args.prefix + phase.name, overrides, queue=args.action == "queue"))
+    if args.action == "validate":
+        print(f"{len(selected)} phases validate against the params schema")
+        return 0
+    for command in commands:
+        print(" ".join(command))
+        if args.dry_run:
+            continue
+        done = subprocess.run(command)
+        if done.returncode != 0:
+            raise PipelineError(f"`{' '.join(command[:5])}` failed with exit status {done.returncode}")
+    return 0

@@ -1,0 +1,364 @@
+"""Predict: species, time span and confidence for new recordings, with a trained ``models/`` bundle.
+
+Every recording is streamed in blocks: audio -> features (the same extractor and storage dtype as the cache)
+-> sliding windows -> batches for the model, so memory stays flat however long the recording is. Windows
+start every ``hop`` seconds and the last one is aligned to the end, exactly as ``evaluate`` cuts them; a
+recording shorter than a window is tiled to fill one. The per-recording prediction aggregates the window
+probabilities with the bundle's ``evaluate.aggregate`` through the same function, so predicting the test
+recordings gives evaluate's recording-level predictions.
+
+Outputs follow BirdNET-Analyzer's habits: one CSV of detections for the run, a Raven selection table per
+recording (``<recording>.selections.txt``) and a per-recording summary CSV that also lists skipped files.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from birdpipe.audio import AUDIO_EXTENSIONS, AudioError, probe, stream_audio
+from birdpipe.bundle import Bundle
+from birdpipe.errors import PipelineError
+from birdpipe.evaluation import batch_probabilities
+from birdpipe.features import FeatureExtractor
+from birdpipe.metrics import aggregate
+
+RAVEN_COLUMNS = (
+    "Selection",
+    "View",
+    "Channel",
+    "Begin Time (s)",
+    "End Time (s)",
+    "Low Freq (Hz)",
+    "High Freq (Hz)",
+    "Species",
+    "Confidence",
+    "Begin Path",
+)
+DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "scientific_name", "english_name", "confidence")
+BLOCK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    window_seconds: float | None = None  # None: the bundle's training window
+    hop_seconds: float | None = None  # None: the bundle's evaluation hop (evaluate's windows)
+    top_k: int = 1
+    min_confidence: float = 0.1
+    batch_size: int = 64
+    max_seconds: float | None = None  # analyse only the first seconds of each recording
+
+    def validate(self) -> None:
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise PipelineError("--window must be > 0 seconds")
+        if self.hop_seconds is not None and self.hop_seconds <= 0:
+            raise PipelineError("--hop must be > 0 seconds")
+        if self.top_k < 1:
+            raise PipelineError("--top-k must be at least 1")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise PipelineError("--min-confidence must lie in [0, 1]")
+        if self.batch_size < 1:
+            raise PipelineError("--batch-size must be at least 1")
+
+
+@dataclass
+class RecordingPrediction:
+    path: Path
+    duration: float
+    starts: np.ndarray  # window start times, seconds
+    ends: np.ndarray  # window end times, seconds
+    window_probs: np.ndarray  # (windows, species)
+    probs: np.ndarray  # aggregated (species,)
+
+
+@dataclass
+class PredictRun:
+    recordings: list[RecordingPrediction] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def find_audio(paths: list[str | Path]) -> list[Path]:
+    """Audio files among ``paths``: files as given, folders searched recursively, sorted, no duplicates."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise PipelineError(f"{path} does not exist")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return [Path(p) for p in unique]
+
+
+def sliding_windows(features: Iterator[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start frame, window (channels, bins, window) float32) over streamed feature blocks.
+
+    The same windows as ``window_starts`` on the whole recording, keeping at most a window plus a block of
+    frames in memory. Frames go through the storage dtype already (as the cache holds them).
+    """
+    held = np.zeros((0,), dtype=np.float32)
+    held_start = 0  # frame number of held[0]
+    total = 0
+    next_start = 0
+    last_emitted = -1
+    for block in features:
+        held = block if held.size == 0 else np.concatenate([held, block])
+        total += block.shape[0]
+        while next_start + window <= total:
+            offset = next_start - held_start
+            yield next_start, np.ascontiguousarray(held[offset : offset + window].transpose(1, 2, 0))
+            last_emitted = next_start
+            next_start += hop
+        keep_from = min(next_start, max(0, total - window))  # the tail window may need the last frames
+        held = held[keep_from - held_start :]
+        held_start = keep_from
+    if total == 0:
+        return
+    if last_emitted < 0:  # shorter than a window: tile it, as evaluate does
+        positions = np.arange(window) % total
+        yield 0, np.ascontiguousarray(held[positions].transpose(1, 2, 0))
+    elif last_emitted + window < total:  # align a last window to the end
+        start = total - window
+        offset = start - held_start
+        yield start, np.ascontiguousarray(held[offset : offset + window].transpose(1, 2, 0))
+
+
+class Predictor:
+    """Streams recordings through a bundle's feature extractor and model."""
+
+    def __init__(self, bundle: Bundle, options: PredictOptions, device: str = "cpu") -> None:
+        options.validate()
+        self.bundle = bundle
+        self.options = options
+        self.device = device
+        self.config = bundle.feature_config
+        self.extractor = FeatureExtractor(self.config)
+        window_s = options.window_seconds or bundle.info["window_seconds"]
+        hop_s = options.hop_seconds or bundle.info["hop_seconds"]
+        self.window = self.config.frames(window_s)
+        self.hop = self.config.frames(hop_s)
+        self.frame_seconds = self.config.hop_length / self.config.sample_rate
+
+    def _features(self, path: Path) -> Iterator[np.ndarray]:
+        blocks = stream_audio(path, self.config.sample_rate, BLOCK_SECONDS, max_seconds=self.options.max_seconds)
+        dtype = np.dtype(self.config.dtype)
+        for features in self.extractor.stream(blocks):
+            yield features.astype(dtype).astype(np.float32)  # the cache's rounding, so evaluate is reproduced
+
+    def recording(self, path: Path, on_audio: Callable[[float], object] | None = None) -> RecordingPrediction:
+        info = probe(path)
+        if info.frames == 0:
+            raise AudioError(path, "is empty (0 samples)")
+        duration = info.duration if self.options.max_seconds is None else min(info.duration, self.options.max_seconds)
+        starts: list[int] = []
+        parts: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        last_frame = 0
+
+        def flush() -> None:
+            if batch:
+                parts.append(batch_probabilities(self.bundle.model, torch.from_numpy(np.stack(batch)), self.device))
+                batch.clear()
+
+        for start, window in sliding_windows(self._features(path), self.window, self.hop):
+            starts.append(start)
+            batch.append(window)
+            if len(batch) == self.options.batch_size:
+                flush()
+            if on_audio is not None:
+                seen = min(duration, (start + self.window) * self.frame_seconds)
+                if seen > last_frame:
+                    on_audio(seen - last_frame)
+                    last_frame = seen
+        flush()
+        if not starts:
+            raise AudioError(path, "holds no audio frames")
+        if on_audio is not None and duration > last_frame:
+            on_audio(duration - last_frame)
+        window_probs = np.concatenate(parts)
+        probs = aggregate(
+            window_probs,
+            np.zeros(len(starts), dtype=np.int64),
+            1,
+            self.bundle.info["aggregate"],
+            self.bundle.info.get("topk", 3),
+        )[0]
+        begin = np.array(starts) * self.frame_seconds
+        end = np.minimum(begin + self.window * self.frame_seconds, duration)
+        return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs)
+
+    @torch.inference_mode()
+    def run(self, files: list[Path], progress: bool = True) -> PredictRun:
+        result = PredictRun()
+        started = time.perf_counter()
+        durations = {}
+        for path in files:
+            try:
+                durations[path] = probe(path).duration
+            except AudioError:
+                durations[path] = 0.0
+        total = sum(durations.values())
+        if self.options.max_seconds is not None:
+            total = sum(min(d, self.options.max_seconds) for d in durations.values())
+        bar = tqdm(
+            total=round(total, 1),
+            unit="audio s",
+            desc="predict",
+            disable=not progress or None,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} audio s [{elapsed}<{remaining}, {postfix}]",
+        )
+        for number, path in enumerate(files, 1):
+            bar.set_postfix_str(f"file {number}/{len(files)}")
+            try:
+                prediction = self.recording(path, on_audio=lambda s: bar.update(round(s, 3)))
+            except AudioError as exc:
+                result.skipped.append((path, exc.reason))
+                continue
+            result.recordings.append(prediction)
+            result.audio_seconds += prediction.duration
+        bar.close()
+        result.seconds = time.perf_counter() - started
+        return result
+
+
+# ----------------------------------------------------------------------------------------- outputs
+def _names(bundle: Bundle, label: str) -> tuple[str, str]:
+    names = bundle.info.get("names", {}).get(label, {})
+    return names.get("scientific_name", ""), names.get("english_name", "")
+
+
+def _display(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
+def detections(bundle: Bundle, prediction: RecordingPrediction, top_k: int, min_confidence: float) -> list[tuple]:
+    """(window index, start, end, species index, confidence) of each window's top-k above the threshold."""
+    rows = []
+    order = np.argsort(-prediction.window_probs, axis=1, kind="stable")[:, :top_k]
+    for w, classes in enumerate(order):
+        for c in classes:
+            confidence = float(prediction.window_probs[w, c])
+            if confidence >= min_confidence:
+                rows.append((w, float(prediction.starts[w]), float(prediction.ends[w]), int(c), confidence))
+    return rows
+
+
+def raven_name(path: Path, out_dir: Path, root: Path | None) -> Path:
+    """``<recording>.selections.txt`` beside the others; sub-folders keep their layout under ``out_dir``."""
+    relative = Path(_display(path, root))
+    if relative.is_absolute():
+        relative = Path(relative.name)
+    return out_dir / relative.parent / f"{relative.stem}.selections.txt"
+
+
+def write_outputs(
+    run: PredictRun, bundle: Bundle, options: PredictOptions, out_dir: Path, fmt: str = "both", root: Path | None = None
+) -> dict[str, Path]:
+    """Write detections.csv and/or Raven tables, and summary.csv (every file, skipped ones with a reason)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    species = bundle.species
+    config = bundle.feature_config
+    low = max(config.fmin, config.highpass_hz)
+    high = config.fmax or config.sample_rate / 2
+    written: dict[str, Path] = {}
+    if fmt in ("csv", "both"):
+        path = out_dir / "detections.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(DETECTION_COLUMNS)
+            for prediction in run.recordings:
+                name = _display(prediction.path, root)
+                for _, begin, end, c, confidence in detections(
+                    bundle, prediction, options.top_k, options.min_confidence
+                ):
+                    writer.writerow(
+                        [
+                            name,
+                            f"{begin:.3f}",
+                            f"{end:.3f}",
+                            species[c],
+                            *_names(bundle, species[c]),
+                            f"{confidence:.4f}",
+                        ]
+                    )
+        written["detections"] = path
+    if fmt in ("raven", "both"):
+        for prediction in run.recordings:
+            path = raven_name(prediction.path, out_dir, root)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as handle:
+                writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+                writer.writerow(RAVEN_COLUMNS)
+                rows = detections(bundle, prediction, options.top_k, options.min_confidence)
+                for selection, (_, begin, end, c, confidence) in enumerate(rows, 1):
+                    label = _names(bundle, species[c])[1] or species[c]
+                    writer.writerow(
+                        [
+                            selection,
+                            "Spectrogram 1",
+                            1,
+                            f"{begin:.3f}",
+                            f"{end:.3f}",
+                            f"{low:.1f}",
+                            f"{high:.1f}",
+                            label,
+                            f"{confidence:.4f}",
+                            str(prediction.path),
+                        ]
+                    )
+        written["raven"] = out_dir
+    path = out_dir / "summary.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "file",
+                "status",
+                "reason",
+                "duration_s",
+                "windows",
+                "label",
+                "scientific_name",
+                "english_name",
+                "confidence",
+                "second",
+                "second_confidence",
+            ]
+        )
+        for prediction in run.recordings:
+            order = np.argsort(-prediction.probs, kind="stable")
+            best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+            writer.writerow(
+                [
+                    _display(prediction.path, root),
+                    "ok",
+                    "",
+                    f"{prediction.duration:.3f}",
+                    len(prediction.starts),
+                    species[best],
+                    *_names(bundle, species[best]),
+                    f"{prediction.probs[best]:.6f}",
+                    species[second],
+                    f"{prediction.probs[second]:.6f}",
+                ]
+            )
+        for skipped, reason in run.skipped:
+            writer.writerow([_display(skipped, root), "skipped", reason, "", "", "", "", "", "", "", ""])
+    written["summary"] = path
+    return written
