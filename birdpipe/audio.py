@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,8 @@ def _quiet_decoder() -> Iterator[None]:
 
 def _decoder_message(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return text.removeprefix("Error opening ").strip()
+    text = text.removeprefix("Error opening ").strip()
+    return re.sub(r"^'[^']*':\s*", "", text)  # the path is already in the message
 
 
 def probe(path: str | Path) -> AudioInfo:

@@ -86,7 +86,18 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
     absent = [key for key in REQUIRED_KEYS if key not in info]
     if absent:
         raise BundleError(f"{folder / 'bundle.json'} lacks {', '.join(absent)}")
-    model_params = ModelParams.model_validate(info["model"])
+    try:
+        config = FeatureConfig.from_dict(info["feature_config"])
+        model_params = ModelParams.model_validate(info["model"])
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{folder / 'bundle.json'} has a broken feature or model config ({exc})") from None
+    expected = {"channels": config.channels, "bins": config.bins}
+    mismatch = [f"{k} {info['input_shape'].get(k)} (features give {v})" for k, v in expected.items()
+                if info["input_shape"].get(k) != v]  # fmt: skip
+    if mismatch:
+        raise BundleError(
+            f"{folder / 'bundle.json'}: feature config does not match the model input: {', '.join(mismatch)}"
+        )
     if model_params.name in TRANSFORMERS:
         backbone = folder / "backbone"
         if not backbone.is_dir():

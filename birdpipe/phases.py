@@ -175,7 +175,8 @@ def _metrics_of(data: dict[str, Any]) -> dict[str, Any]:
 def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Name -> metrics for every experiment (and named commit) in ``dvc exp show --json`` output.
 
-    When a name occurs more than once, the newest run (by timestamp) wins.
+    Queued, running and failed experiments are left out; when a name occurs more than once, the newest
+    run (by timestamp) wins.
     """
     found: dict[str, tuple[str, dict[str, Any]]] = {}
 
@@ -187,6 +188,9 @@ def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, An
             if name not in found or stamp >= found[name][0]:
                 found[name] = (stamp, _metrics_of(data))
         for exp in entry.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state")
+            if state not in (None, "success"):  # queued or running: its "metrics" are its baseline's
+                continue
             for rev in exp.get("revs") or []:
                 visit(rev)
 

@@ -44,6 +44,7 @@ RAVEN_COLUMNS = (
 )
 DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "scientific_name", "english_name", "confidence")
 BLOCK_SECONDS = 30.0
+TRUNCATED_SHARE = 0.9  # as ingest: less audio than this share of the header's length is a truncated file
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RecordingPrediction:
     ends: np.ndarray  # window end times, seconds
     window_probs: np.ndarray  # (windows, species)
     probs: np.ndarray  # aggregated (species,)
+    note: str = ""  # e.g. a truncated file: predicted on what could be decoded
 
 
 @dataclass
@@ -153,7 +155,9 @@ class Predictor:
     def _features(self, path: Path) -> Iterator[np.ndarray]:
         blocks = stream_audio(path, self.config.sample_rate, BLOCK_SECONDS, max_seconds=self.options.max_seconds)
         dtype = np.dtype(self.config.dtype)
+        self.decoded_frames = 0
         for features in self.extractor.stream(blocks):
+            self.decoded_frames += features.shape[0]
             yield features.astype(dtype).astype(np.float32)  # the cache's rounding, so evaluate is reproduced
 
     def recording(self, path: Path, on_audio: Callable[[float], object] | None = None) -> RecordingPrediction:
@@ -187,6 +191,11 @@ class Predictor:
         if on_audio is not None and duration > last_frame:
             on_audio(duration - last_frame)
         window_probs = np.concatenate(parts)
+        decoded = self.decoded_frames * self.frame_seconds
+        note = ""
+        if decoded < TRUNCATED_SHARE * duration - self.frame_seconds:  # the header promised more audio
+            note = f"truncated: decoded {decoded:.1f} s of the {duration:.1f} s in its header"
+            duration = decoded
         probs = aggregate(
             window_probs,
             np.zeros(len(starts), dtype=np.int64),
@@ -196,7 +205,7 @@ class Predictor:
         )[0]
         begin = np.array(starts) * self.frame_seconds
         end = np.minimum(begin + self.window * self.frame_seconds, duration)
-        return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs)
+        return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs, note)
 
     @torch.inference_mode()
     def run(self, files: list[Path], progress: bool = True) -> PredictRun:
@@ -348,7 +357,7 @@ def write_outputs(
                 [
                     _display(prediction.path, root),
                     "ok",
-                    "",
+                    prediction.note,
                     f"{prediction.duration:.3f}",
                     len(prediction.starts),
                     species[best],

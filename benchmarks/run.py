@@ -1,0 +1,182 @@
+"""Speed and memory figures: ``python -m benchmarks.run [--only features,train,predict]``.
+
+- features: extraction speed (audio seconds per wall second) on the real recordings of ../shared/data,
+  MFCC and log-mel, with 1 and with 2 worker processes;
+- train: training throughput (windows per second: forward, backward, optimizer step) of AudioCNN and
+  AudioCNNv2 on MFCC windows, on the CPU (and on CUDA when present);
+- predict: real-time factor of ``python -m birdpipe predict`` on a one-hour recording made of real
+  recordings (44.1 kHz, so resampling is included), with non-overlapping windows, and the peak resident
+  memory of the predict process for 10 and for 60 minutes of audio.
+Figures depend on the machine; run nothing else meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from birdpipe.audio import load_audio, probe
+from birdpipe.features import FeatureConfig, extract_recording
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xc_puerto_rico"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_files(limit: int | None = None) -> list[Path]:
+    table = pd.read_csv(REAL / "metadata.csv")
+    files = [REAL / p for p in table["path"]]
+    return files[:limit] if limit else files
+
+
+def _extract(args: tuple[str, str]) -> float:
+    path, kind = args
+    torch.set_num_threads(1)
+    extract_recording(path, FeatureConfig(kind=kind), max_seconds=60.0)
+    return min(probe(path).duration, 60.0)
+
+
+def bench_features(files: list[Path]) -> None:
+    print(f"\n== feature extraction: {len(files)} real recordings from {REAL}")
+    for kind in ("mfcc", "logmel"):
+        for workers in (1, 2):
+            jobs = [(str(f), kind) for f in files]
+            started = time.perf_counter()
+            with ProcessPoolExecutor(workers) as pool:
+                seconds = sum(pool.map(_extract, jobs, chunksize=2))
+            wall = time.perf_counter() - started
+            print(
+                f"{kind:7s} {workers} worker(s): {seconds:7.0f} audio s in {wall:6.1f} s = "
+                f"{seconds / wall:6.0f} audio s per s"
+            )
+
+
+def bench_train(device: str, seconds: float = 15.0) -> None:
+    from birdpipe.models import InputShape, build_model
+    from birdpipe.params import ModelParams
+
+    print(f"\n== training throughput on {device} ({torch.get_num_threads()} threads), MFCC windows 3x20x172, batch 32")
+    shape = InputShape(3, 20, 172)
+    for name in ("audio_cnn", "audio_cnn_v2"):
+        torch.manual_seed(0)
+        model = build_model(ModelParams(name=name), 89, shape).to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        x = torch.randn(32, 3, 20, 172, device=device)
+        y = torch.randint(0, 89, (32,), device=device)
+        steps, started = 0, None
+        while True:
+            optimizer.zero_grad()
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            steps += 1
+            if steps == 3:  # warm-up steps excluded
+                started, steps = time.perf_counter(), 0
+            if started and time.perf_counter() - started > seconds:
+                break
+        wall = time.perf_counter() - started
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:13s} {params:>9,} params: {steps * 32 / wall:7.0f} windows per s ({steps} steps)")
+
+
+def long_recording(target: Path, minutes: float, rate: int = 44100) -> Path:
+    """Real recordings back to back until ``minutes`` of audio, as 16-bit wav at ``rate``."""
+    need = int(minutes * 60 * rate)
+    with sf.SoundFile(target, "w", rate, 1, "PCM_16") as out:
+        written = 0
+        while written < need:
+            for path in real_files():
+                signal, _ = load_audio(path, rate)
+                signal = signal[: need - written]
+                out.write(signal)
+                written += signal.size
+                if written >= need:
+                    break
+    return target
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from birdpipe.__main__ import main
+code = main(sys.argv[1:])
+print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def bench_predict(model: Path) -> None:
+    info = json.loads((model / "bundle.json").read_text())
+    window = info["window_seconds"]
+    print(
+        f"\n== predict with {model} ({info['model']['name']}, {info['feature_config']['kind']}), "
+        f"non-overlapping {window:g} s windows, 44.1 kHz wav of real recordings"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in (10, 60):
+            wav = long_recording(Path(tmp) / f"soundscape_{minutes}min.wav", minutes)
+            command = [
+                sys.executable,
+                "-c",
+                PEAK_SCRIPT,
+                "predict",
+                str(wav),
+                "--model",
+                str(model),
+                "--out",
+                str(Path(tmp) / f"out{minutes}"),
+                "--hop",
+                str(window),
+                "--quiet",
+                "--format",
+                "both",
+            ]
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                raise SystemExit(done.stdout + done.stderr)
+            peak = int(done.stdout.split("PEAK_KB")[-1]) / 1024
+            print(
+                f"{minutes:3d} min of audio: {minutes * 60 / wall:6.0f}x real time (wall {wall:5.1f} s, process "
+                f"start included), peak memory {peak:6.0f} MiB"
+            )
+            wav.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="features,train,predict", help="comma-separated subset")
+    parser.add_argument("--files", type=int, default=60, help="real recordings for the feature benchmark")
+    parser.add_argument("--model", default=str(ROOT / "models"), help="bundle for the predict benchmark")
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
+    if "features" in parts:
+        bench_features(real_files(args.files))
+    if "train" in parts:
+        bench_train("cpu")
+        if torch.cuda.is_available():
+            bench_train("cuda")
+    if "predict" in parts:
+        if not (Path(args.model) / "bundle.json").exists():
+            raise SystemExit(f"no trained model at {args.model}: run `dvc repro` first")
+        bench_predict(Path(args.model))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,159 @@
+"""phases.yaml: every phase validates; the dvc commands and the report are built correctly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from birdpipe.errors import PipelineError
+from birdpipe.params import ParamsError
+from birdpipe.phases import (
+    Phase,
+    exp_run_command,
+    experiments_from_json,
+    hydra_value,
+    load_phases,
+    parse_sets,
+    render_report,
+    validate_phase,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_PHASES = (
+    "phase0_cnn",
+    "phase0_vit",
+    "phase1_balanced",
+    "phase1_sqrt",
+    "phase1_norm_only",
+    "phase2a_cnn_focal",
+    "phase2b_cnnv2_focal",
+    "phase2c_gamma1",
+    "phase2d_gamma3",
+    "phase3_ast_baseline",
+    "phase3_ast_full",
+)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_every_phase_validates_against_the_schema(offline):
+    base, phases = load_phases(ROOT / "phases.yaml")
+    assert set(STUDY_PHASES) <= set(phases)
+    for phase in phases.values():
+        overrides = validate_phase(phase, base, offline, params_file=ROOT / "params.yaml")
+        assert overrides  # every phase pins the study's settings explicitly
+
+
+def test_pretrained_phases_name_hub_weights_and_offline_switch_removes_them():
+    base, phases = load_phases(ROOT / "phases.yaml")
+    assert phases["phase0_vit"].overrides(base, False)["model.pretrained"] == "google/vit-base-patch16-224"
+    ast = phases["phase3_ast_full"].overrides(base, False)
+    assert ast["model.pretrained"] == "MIT/ast-finetuned-audioset-10-10-0.4593" and ast["model.ast.max_length"] == 1024
+    for name in ("phase0_vit", "phase3_ast_baseline", "phase3_ast_full"):
+        assert phases[name].overrides(base, True)["model.pretrained"] is None
+
+
+def test_study_settings_of_phase_2b_and_3_full():
+    base, phases = load_phases(ROOT / "phases.yaml")
+    p2b = phases["phase2b_cnnv2_focal"].overrides(base, False)
+    assert (p2b["model.name"], p2b["loss.name"], p2b["loss.gamma"], p2b["train.scheduler"]) == (
+        "audio_cnn_v2",
+        "focal",
+        2.0,
+        "step",
+    )
+    assert (p2b["train.step_size"], p2b["train.step_gamma"], p2b["train.warmup_epochs"]) == (10, 0.5, 5.0)
+    full = phases["phase3_ast_full"].overrides(base, False)
+    assert (full["augment.specaugment.p"], full["augment.mixup.p"], full["augment.mixup.alpha"]) == (0.8, 0.6, 0.4)
+    assert (full["train.backbone_lr"], full["train.head_lr"], full["train.weight_decay"]) == (5e-5, 1e-3, 0.01)
+
+
+def test_a_bad_override_names_the_key(tmp_path):
+    phase = Phase("bad", "", {"loss.gamma": "high"}, {}, {})
+    with pytest.raises(ParamsError, match=r"loss\.gamma"):
+        validate_phase(phase, {}, False, params_file=ROOT / "params.yaml")
+    phase = Phase("typo", "", {"train.epocs": 3}, {}, {})
+    with pytest.raises(ParamsError, match=r"train\.epocs"):
+        validate_phase(phase, {}, False, params_file=ROOT / "params.yaml")
+
+
+def test_unknown_phase_keys_are_rejected(tmp_path):
+    path = tmp_path / "phases.yaml"
+    path.write_text(yaml.safe_dump({"phases": {"x": {"params": {}, "paramz": {}}}}))
+    with pytest.raises(PipelineError, match="paramz"):
+        load_phases(path)
+
+
+def test_dvc_command_uses_hydra_syntax():
+    assert hydra_value(None) == "null" and hydra_value(True) == "true" and hydra_value(5e-05) == "5e-05"
+    assert hydra_value(["recordist", "date"]) == "[recordist,date]"
+    command = exp_run_command("phase0_cnn", {"loss.alpha": None, "split.group_by": ["a", "b"]}, queue=True)
+    assert command == [
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "phase0_cnn",
+        "--queue",
+        "-S",
+        "loss.alpha=null",
+        "-S",
+        "split.group_by=[a,b]",
+    ]
+    assert parse_sets(["split.group_by=[recordist, date]", "loss.alpha=0.25"]) == {
+        "split.group_by": ["recordist", "date"],
+        "loss.alpha": 0.25,
+    }
+
+
+def _exp(name, state, f1, stamp):
+    return {
+        "revs": [
+            {
+                "name": name,
+                "data": {
+                    "timestamp": stamp,
+                    "metrics": {
+                        "metrics/eval.json": {"data": {"test": {"f1_macro": f1, "accuracy": 0.5}}},
+                        "metrics/baselines.json": {"data": {"mfcc_logreg": {"test": {"f1_macro": 0.2}}}},
+                    },
+                    "params": {"params.yaml": {"data": {"model": {"name": "audio_cnn"}}}},
+                },
+            }
+        ],
+        "executor": None if state is None else {"state": state},
+        "name": name,
+    }
+
+
+def test_experiments_from_json_skips_unfinished_and_keeps_newest():
+    shown = [
+        {
+            "name": "main",
+            "data": {},
+            "experiments": [
+                _exp("phase0_cnn", "success", 0.30, "2026-01-02"),
+                _exp("phase0_cnn", None, 0.10, "2026-01-01"),
+                _exp("phase1_sqrt", "running", 0.99, "2026-01-03"),
+                _exp("phase1_balanced", "queued", 0.99, "2026-01-03"),
+            ],
+        }
+    ]
+    results = experiments_from_json(shown)
+    assert set(results) == {"phase0_cnn"}
+    assert results["phase0_cnn"]["test.f1_macro"] == 0.30
+    assert results["phase0_cnn"]["baselines.mfcc_logreg.test.f1_macro"] == 0.2
+    assert results["phase0_cnn"]["params"]["model.name"] == "audio_cnn"
+
+
+def test_report_puts_study_figures_beside_ours():
+    phases = {
+        "phase2b_cnnv2_focal": Phase("phase2b_cnnv2_focal", "CNNv2", {}, {}, {"f1_macro": 0.2167}),
+        "phase0_cnn": Phase("phase0_cnn", "CNN", {}, {}, {}),
+    }
+    results = {"phase2b_cnnv2_focal": {"test.f1_macro": 0.41234, "train.epochs": 12, "params": {"model.name": "x"}}}
+    text = render_report(phases, results, "Title")
+    row = next(line for line in text.splitlines() if line.startswith("| `phase2b_cnnv2_focal`"))
+    assert "0.412 (0.217)" in row and "| 12 |" in row
+    assert "Not run yet: `phase0_cnn`" in text

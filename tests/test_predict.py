@@ -1,0 +1,192 @@
+"""predict: window timing, streaming equals evaluate, output formats, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from birdpipe.__main__ import main as cli
+from birdpipe.bundle import BundleError, load_bundle, save_bundle
+from birdpipe.evaluation import evaluate_split
+from birdpipe.features import FeatureCache, window_starts
+from birdpipe.models import InputShape, build_model
+from birdpipe.params import EvaluateParams, ModelParams
+from birdpipe.predict import RAVEN_COLUMNS, PredictOptions, Predictor, find_audio, sliding_windows, write_outputs
+from tests.conftest import chirp, write_bad_files
+
+RATE = 22050
+
+
+def make_bundle(cache: FeatureCache, folder: Path, aggregate: str = "mean", seed: int = 0) -> Path:
+    """A random-initialised AudioCNN bundle over the cache's species (predict needs no training)."""
+    torch.manual_seed(seed)
+    config = cache.config
+    window = config.frames(4.0)
+    shape = InputShape(config.channels, config.bins, window)
+    stats = np.asarray(cache.arrays["train"][:2000], dtype=np.float32)
+    mean = stats.mean(axis=(0, 2)).tolist()
+    std = (stats.std(axis=(0, 2)) + 1e-3).tolist()
+    model_params = ModelParams(name="audio_cnn")
+    model = build_model(model_params, len(cache.species), shape, mean, std).eval()
+    counts = cache.recordings("train")["label"].value_counts()
+    info = {
+        "species": cache.species,
+        "names": {cache.species[0]: {"scientific_name": "Testus primus", "english_name": "First Tester"}},
+        "feature_config": config.to_dict(),
+        "window_seconds": 4.0,
+        "hop_seconds": 2.0,
+        "aggregate": aggregate,
+        "topk": 3,
+        "model": model_params.model_dump(mode="json"),
+        "input_shape": {"channels": shape.channels, "bins": shape.bins, "frames": shape.frames},
+        "normalization": {"mean": mean, "std": std},
+        "train_counts": {s: int(counts.get(s, 0)) for s in cache.species},
+    }
+    save_bundle(folder, model, info)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(real_cache, tmp_path_factory) -> Path:
+    return make_bundle(real_cache["cache"], tmp_path_factory.mktemp("bundle") / "models")
+
+
+def write_wav(path: Path, seconds: float, rate: int = RATE, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, chirp(seconds, rate, 2000, 6000, seed=seed), rate)
+    return path
+
+
+@pytest.mark.parametrize(("total", "window", "hop", "block"), [
+    (500, 172, 86, 37), (500, 172, 172, 500), (172, 172, 86, 10), (100, 172, 86, 7), (1, 172, 86, 1),
+    (173, 172, 172, 50), (1000, 50, 30, 999),
+])  # fmt: skip
+def test_sliding_windows_equal_evaluate_windows(total, window, hop, block):
+    frames = np.random.default_rng(0).normal(size=(total, 3, 4)).astype(np.float32)
+    blocks = (frames[i : i + block] for i in range(0, total, block))
+    got = list(sliding_windows(blocks, window, hop))
+    assert [start for start, _ in got] == window_starts(total, window, hop)
+    for start, x in got:
+        positions = (start + np.arange(window)) % total if total < window else np.arange(start, start + window)
+        np.testing.assert_array_equal(x, frames[positions].transpose(1, 2, 0))
+
+
+def test_predict_reproduces_evaluate_on_real_clips(real_cache, bundle_dir):
+    cache = real_cache["cache"]
+    bundle = load_bundle(bundle_dir)
+    result = evaluate_split(bundle, cache, "test", EvaluateParams(), "cpu")
+    split = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})
+    paths = split.set_index("id").loc[result["recordings"]["id"], "path"].map(Path).tolist()
+    run = Predictor(bundle, PredictOptions(max_seconds=8.0), "cpu").run(paths, progress=False)
+    assert not run.skipped and len(run.recordings) == len(paths)
+    predicted = np.stack([r.probs for r in run.recordings])
+    np.testing.assert_array_equal(predicted.argmax(axis=1), result["probs"].argmax(axis=1))
+    np.testing.assert_allclose(predicted, result["probs"], atol=1e-5)
+
+
+def test_window_timing_first_last_short_and_overlap(bundle_dir, tmp_path):
+    bundle = load_bundle(bundle_dir)
+    long = write_wav(tmp_path / "long.wav", 10.0)
+    short = write_wav(tmp_path / "short.wav", 1.5)
+    frame = 512 / RATE
+    no_overlap = Predictor(bundle, PredictOptions(hop_seconds=4.0), "cpu").run([long, short], progress=False)
+    rec_long, rec_short = no_overlap.recordings
+    window = round(4.0 * RATE / 512) * frame  # 172 frames = 3.994 s
+    assert rec_long.starts[0] == 0.0
+    np.testing.assert_allclose(rec_long.starts[:2], [0.0, round(window, 3)], atol=1e-3)
+    assert rec_long.ends[-1] == pytest.approx(10.0, abs=frame)  # the last window is aligned to the end
+    assert len(rec_long.starts) == 3
+    assert list(rec_short.starts) == [0.0] and rec_short.ends[0] == pytest.approx(1.5, abs=1e-3)
+    overlap = Predictor(bundle, PredictOptions(hop_seconds=1.0), "cpu").recording(long)
+    assert np.diff(overlap.starts)[:3] == pytest.approx([1.0, 1.0, 1.0], abs=frame)
+    assert overlap.window_probs.shape == (len(overlap.starts), len(bundle.species))
+    np.testing.assert_allclose(overlap.window_probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_cli_outputs_parse_back_and_bad_files_are_reported(bundle_dir, tmp_path, xc_clips):
+    folder = tmp_path / "recordings"
+    clip = sorted(p for p in xc_clips.rglob("*") if p.suffix in (".mp3", ".ogg", ".flac", ".wav"))[0]
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / clip.name).write_bytes(clip.read_bytes())
+    write_wav(folder / "tone.wav", 6.0)
+    bad = write_bad_files(folder / "bad")
+    out = tmp_path / "out"
+    code = cli(["predict", str(folder), "--model", str(bundle_dir), "--out", str(out), "--min-confidence", "0",
+                "--top-k", "2", "--quiet", "--max-seconds", "12"])  # fmt: skip
+    assert code == 0
+    detections = pd.read_csv(out / "detections.csv")
+    assert list(detections.columns) == ["file", "start_s", "end_s", "label", "scientific_name", "english_name",
+                                        "confidence"]  # fmt: skip
+    # silent and truncated files are usable recordings; the summary notes the truncation
+    assert set(detections["file"]) == {f"sub/{clip.name}", "tone.wav", "bad/silence.flac", "bad/truncated.mp3"}
+    assert (detections["end_s"] > detections["start_s"]).all() and detections["confidence"].between(0, 1).all()
+    assert detections.groupby(["file", "start_s"]).size().eq(2).all()  # top-2 per window
+    raven = out / "sub" / f"{clip.stem}.selections.txt"
+    with raven.open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    assert tuple(rows[0]) == RAVEN_COLUMNS
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, len(rows)))  # Selection numbers 1..n
+    assert all(r[1] == "Spectrogram 1" and r[2] == "1" for r in rows[1:])
+    assert float(rows[1][3]) == 0.0 and float(rows[1][6]) == pytest.approx(RATE / 2)
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    ok = summary[summary["status"] == "ok"]
+    skipped = summary[summary["status"] == "skipped"]
+    assert len(ok) == 4 and (ok["windows"].astype(int) >= 1).all()
+    assert ok.set_index("file").loc["bad/truncated.mp3", "reason"].startswith("truncated: decoded")
+    assert set(ok["reason"]) == {"", ok.set_index("file").loc["bad/truncated.mp3", "reason"]}
+    unreadable = {name for name in bad if name.startswith(("empty", "notes"))}
+    assert set(Path(f).name for f in skipped["file"]) == unreadable and (skipped["reason"] != "").all()
+
+
+def test_cli_exit_codes_and_one_line_errors(bundle_dir, tmp_path, capsys):
+    write_bad_files(tmp_path / "bad")
+    for usable in ("silence.flac", "truncated.mp3"):
+        (tmp_path / "bad" / usable).unlink()
+    assert cli(["predict", str(tmp_path / "bad"), "--model", str(bundle_dir), "--out", str(tmp_path / "o"),
+                "--quiet"]) == 1  # fmt: skip
+    summary = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert sorted(summary["status"]) == ["skipped", "skipped"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bundle.json").write_text("{}")
+    wav = write_wav(tmp_path / "a.wav", 2.0)
+    assert cli(["predict", str(wav), "--model", str(broken), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "missing model.pt" in err[-1]
+
+
+def test_bundle_with_mismatched_feature_config_is_refused(bundle_dir, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for file in bundle_dir.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    info = json.loads((folder / "bundle.json").read_text())
+    info["feature_config"]["n_mfcc"] = 40
+    (folder / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(BundleError, match=r"feature config does not match.*bins 20"):
+        load_bundle(folder)
+
+
+def test_find_audio_recurses_and_rejects_missing(tmp_path):
+    write_wav(tmp_path / "a" / "b" / "x.wav", 1.0)
+    (tmp_path / "a" / "notes.txt").write_text("no audio")
+    assert [p.name for p in find_audio([tmp_path / "a"])] == ["x.wav"]
+    with pytest.raises(Exception, match="does not exist"):
+        find_audio([tmp_path / "missing.wav"])
+
+
+def test_write_outputs_csv_only(bundle_dir, tmp_path):
+    bundle = load_bundle(bundle_dir)
+    wav = write_wav(tmp_path / "a.wav", 5.0)
+    options = PredictOptions(min_confidence=0.0)
+    run = Predictor(bundle, options, "cpu").run([wav], progress=False)
+    written = write_outputs(run, bundle, options, tmp_path / "out", "csv")
+    assert set(written) == {"detections", "summary"}
+    assert not list((tmp_path / "out").glob("*.selections.txt"))
