@@ -186,7 +186,7 @@ def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, An
         if name and data.get("metrics"):
             stamp = data.get("timestamp") or ""
             if name not in found or stamp >= found[name][0]:
-                found[name] = (stamp, _metrics_of(data))
+                found[name] = (stamp, {**_metrics_of(data), "rev": entry.get("rev")})
         for exp in entry.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
             if state not in (None, "success"):  # queued or running: its "metrics" are its baseline's
@@ -288,12 +288,31 @@ def add_parser(commands: Any, handler: Callable[[argparse.Namespace], int]) -> N
             p.add_argument("--set", action="append", metavar="KEY=VALUE", help="an extra override for every phase")
             p.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
             p.add_argument("--prefix", default="", help="prefix for the experiment names (e.g. real_)")
+            p.add_argument(
+                "--seeds",
+                type=int,
+                nargs="+",
+                metavar="SEED",
+                help="one experiment per seed (split and training), named <prefix><phase>_s<seed>",
+            )
         p.set_defaults(handler=handler)
     report = sub.add_parser("report", help="render reports/phases.md from the experiments", parents=[common])
     report.add_argument("--out", default=REPORT, help=f"Markdown file (default {REPORT})")
     report.add_argument("--prefix", default="", help="only experiments named <prefix><phase>")
     report.add_argument("--title", default="The study's phases on the default synthetic corpus")
     report.set_defaults(handler=handler)
+    seeds = sub.add_parser(
+        "seeds",
+        parents=[common],
+        help="per-seed and mean table of some phases and the baselines (e.g. the real-data recipe)",
+    )
+    seeds.add_argument("names", nargs="+", help="phases to compare")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seeds.add_argument("--prefix", default="real_", help="experiments are named <prefix><phase>_s<seed>")
+    seeds.add_argument("--out", default="reports/real_recipe.md")
+    seeds.add_argument("--title", default="Real-data recipe against the baselines")
+    seeds.add_argument("--figure-of", default=None, help="phase whose seed-0 per-species F1 is plotted")
+    seeds.set_defaults(handler=handler)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -318,12 +337,20 @@ def main(args: argparse.Namespace) -> int:
         out.write_text(render_report(phases, results, args.title, str(figure)))
         print(f"wrote {out} and {figure} ({sum(n in results for n in phases)} of {len(phases)} phases run)")
         return 0
+    if args.action == "seeds":
+        from birdpipe.seeds import write_seed_report
+
+        write_seed_report(phases, args.names, args.seeds, args.prefix, Path(args.out), args.title, args.figure_of)
+        return 0
     extra = _absolute_source(parse_sets(args.set))
     selected = _select(phases, args.names)
     commands = []
     for phase in selected:
-        overrides = validate_phase(phase, base, args.offline, extra)
-        commands.append(exp_run_command(args.prefix + phase.name, overrides, queue=args.action == "queue"))
+        for seed in args.seeds or [None]:
+            more = extra if seed is None else {**extra, "seed": seed}
+            overrides = validate_phase(phase, base, args.offline, more)
+            name = args.prefix + phase.name + ("" if seed is None else f"_s{seed}")
+            commands.append(exp_run_command(name, overrides, queue=args.action == "queue"))
     if args.action == "validate":
         print(f"{len(selected)} phases validate against the params schema")
         return 0

@@ -157,3 +157,22 @@ def test_report_puts_study_figures_beside_ours():
     row = next(line for line in text.splitlines() if line.startswith("| `phase2b_cnnv2_focal`"))
     assert "0.412 (0.217)" in row and "| 12 |" in row
     assert "Not run yet: `phase0_cnn`" in text
+
+
+def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
+    from birdpipe.seeds import render, seed_rows
+
+    def run(f1, lr_f1):
+        return {"test.f1_macro": f1, "test.accuracy": 0.5, "test.map": 0.4, "test.f1_rare": 0.2,
+                "test.window.f1_macro": f1 - 0.1, "train.seconds": 60.0,
+                "baselines.mfcc_logreg.test.f1_macro": lr_f1, "baselines.majority.test.f1_macro": 0.01}  # fmt: skip
+
+    results = {"real_best_s0": run(0.5, 0.3), "real_best_s1": run(0.7, 0.4)}
+    table = seed_rows(results, ["best"], [0, 1], "real_")
+    assert len(table) == 6  # two baselines and the recipe, per seed
+    text = render(table, "T", ["best"], [0, 1], "cmd")
+    assert "| **best** | **mean** | **0.600** |" in text
+    assert "| **MFCC stats + logistic regression** | **mean** | **0.350** |" in text
+    assert "`best`: mean test F1-macro +0.250" in text
+    with pytest.raises(PipelineError, match="real_best_s2"):
+        seed_rows(results, ["best"], [0, 2], "real_")
