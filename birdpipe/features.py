@@ -328,6 +328,11 @@ def build_cache(
                 )
                 summaries.append(summary)
             bar.close()
+        if not index_rows:
+            for handle in handles.values():
+                handle.close()
+            reasons = "; ".join(f"{Path(item['path']).name}: {item['reason']}" for item in skipped[:3])
+            raise AudioError(out_dir, f"no recording could be turned into features ({len(skipped)} failed: {reasons})")
         for split, handle in handles.items():
             handle.close()
             shape = (offsets[split], config.channels, config.bins)

@@ -118,3 +118,17 @@ def test_species_only_outside_train_are_left_out_and_reported(species_folder, tm
     summary = build_cache(pd.concat([table, extra]), FeatureParams(), tmp_path / "f", progress=False)
     assert "Ghost_species" not in summary["species"]
     assert summary["skipped"][0]["reason"] == "species absent from train"
+
+
+def test_a_cache_where_no_recording_can_be_read_is_an_error_not_an_empty_cache(tmp_path):
+    import pandas as pd
+
+    from birdpipe.audio import AudioError
+    from birdpipe.features import build_cache
+    from birdpipe.params import FeatureParams
+
+    table = pd.DataFrame({"id": ["a", "b"], "path": [str(tmp_path / "missing.wav"), str(tmp_path / "gone.flac")],
+                          "label": ["x", "x"], "split": ["train", "test"]})  # fmt: skip
+    with pytest.raises(AudioError, match=r"no recording could be turned into features.*missing\.wav"):
+        build_cache(table, FeatureParams(workers=1), tmp_path / "features", progress=False)
+    assert not (tmp_path / "features").exists()

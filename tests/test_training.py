@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -127,3 +128,59 @@ def test_discriminative_learning_rates_reach_the_optimizer(real_cache, tmp_path)
     result = run_fit(real_cache, tmp_path, p)
     assert result.history[0]["train/backbone_lr"] == pytest.approx(1e-4)
     assert result.history[0]["train/lr"] == pytest.approx(1e-2)
+
+
+def test_augmentation_runs_in_training_steps_only(real_cache, tmp_path, monkeypatch):
+    from birdpipe.augment import Augmenter
+
+    state = {"validating": False, "train_calls": 0}
+    original_call, original_val = Augmenter.__call__, LitClassifier.validation_step
+
+    def call(self, x, labels):
+        assert not state["validating"], "augmentation ran on validation windows"
+        state["train_calls"] += 1
+        x_aug, target = original_call(self, x, labels)
+        assert target.shape == (x.shape[0], self.n_classes)  # MixUp's soft targets
+        torch.testing.assert_close(target.sum(dim=1), torch.ones(x.shape[0]))
+        return x_aug, target
+
+    def validation_step(self, *args, **kwargs):
+        state["validating"] = True
+        try:
+            return original_val(self, *args, **kwargs)
+        finally:
+            state["validating"] = False
+
+    monkeypatch.setattr(Augmenter, "__call__", call)
+    monkeypatch.setattr(LitClassifier, "validation_step", validation_step)
+    p = params(augment={"specaugment": {"p": 1.0, "freq_mask": 4, "time_mask": 8}, "mixup": {"p": 1.0}})
+    run_fit(real_cache, tmp_path, p)
+    assert state["train_calls"] > 0
+
+
+def test_ast_bundle_round_trip_through_training(real_cache, tmp_path):
+    import pandas as pd
+
+    from birdpipe.features import FeatureCache, build_cache
+    from birdpipe.params import FeatureParams
+    from birdpipe.weights import feature_stats
+
+    table = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})
+    root = Path(__file__).resolve().parents[1]  # paths are relative to the repo; this test runs in tmp_path
+    table["path"] = [str(root / p) for p in table["path"]]
+    build_cache(table, FeatureParams(kind="logmel", n_mels=64, max_seconds=6.0, workers=1), tmp_path / "lm",
+                progress=False)  # fmt: skip
+    cache = FeatureCache.open(tmp_path / "lm")
+    tiny_ast = {"name": "ast", "ast": {"hidden_size": 32, "layers": 1, "heads": 2, "intermediate_size": 64,
+                                       "patch_size": 16, "frequency_stride": 16, "time_stride": 16}}  # fmt: skip
+    p = params(model=tiny_ast, features={"kind": "logmel", "n_mels": 64}, train={"epochs": 1, "optimizer": "adamw",
+               "backbone_lr": 1e-4, "head_lr": 1e-3})  # fmt: skip
+    result = fit(p, cache, real_cache["weights"], feature_stats(cache.arrays["train"]), checkpoint_dir=tmp_path / "ck",
+                 live_dir=tmp_path / "live", progress=False)  # fmt: skip
+    save_bundle(tmp_path / "models", result.model, result.info)
+    assert (tmp_path / "models" / "backbone" / "config.json").exists()
+    bundle = load_bundle(tmp_path / "models")
+    x = torch.randn(3, 1, 64, bundle.window_frames)
+    torch.testing.assert_close(bundle.model(x), result.model.eval()(x))
+    metrics = evaluate_split(bundle, cache, "test", p.evaluate, "cpu")["metrics"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0
