@@ -199,6 +199,16 @@ def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, An
     return {name: metrics for name, (_, metrics) in found.items()}
 
 
+def select_results(results: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Experiments named ``<prefix><phase>``, or ``<prefix><phase>_s0`` (seed 0 of a ``--seeds`` run)."""
+    chosen = {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)}
+    for name in list(chosen):
+        base = name.removesuffix("_s0")
+        if base != name and base not in chosen:
+            chosen[base] = chosen[name]
+    return chosen
+
+
 def _fmt(value: Any, key: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -328,8 +338,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "report":
         results = experiments_from_dvc()
-        if args.prefix:
-            results = {k.removeprefix(args.prefix): v for k, v in results.items() if k.startswith(args.prefix)}
+        results = select_results(results, args.prefix)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         figure = out.with_name(out.stem + "_f1.png")

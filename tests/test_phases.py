@@ -176,3 +176,12 @@ def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
     assert "`best`: mean test F1-macro +0.250" in text
     with pytest.raises(PipelineError, match="real_best_s2"):
         seed_rows(results, ["best"], [0, 2], "real_")
+
+
+def test_report_selection_by_prefix_falls_back_to_seed_zero():
+    from birdpipe.phases import select_results
+
+    results = {"real_phase0_cnn": {"a": 1}, "real_phase2b_cnnv2_focal_s0": {"a": 2}, "phase0_cnn": {"a": 3}}
+    chosen = select_results(results, "real_")
+    assert chosen["phase0_cnn"] == {"a": 1} and chosen["phase2b_cnnv2_focal"] == {"a": 2}
+    assert select_results(results)["phase0_cnn"] == {"a": 3}
