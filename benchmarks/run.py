@@ -13,12 +13,14 @@ Figures depend on the machine; run nothing else meanwhile.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -30,6 +32,7 @@ import torch
 from birdpipe.audio import load_audio, probe
 from birdpipe.features import FeatureConfig, extract_recording
 
+WARMUP_STEPS = 3
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xc_puerto_rico"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +65,28 @@ def bench_features(files: list[Path]) -> None:
             )
 
 
+def timed_steps(step: Callable[[], None], seconds: float, warmup: int = WARMUP_STEPS) -> tuple[int, float]:
+    """Run ``step`` for ``warmup`` untimed calls, then for ``seconds``; return (timed steps, wall seconds)."""
+    for _ in range(warmup):
+        step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started <= seconds:
+        step()
+        steps += 1
+    return steps, time.perf_counter() - started
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One forward, backward and optimizer step (bf16 autocast on CUDA, as training uses there)."""
+    optimizer.zero_grad()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bench_train(device: str, seconds: float = 15.0) -> None:
     from birdpipe.models import InputShape, build_model
     from birdpipe.params import ModelParams
@@ -74,21 +99,7 @@ def bench_train(device: str, seconds: float = 15.0) -> None:
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)
         x = torch.randn(32, 3, 20, 172, device=device)
         y = torch.randint(0, 89, (32,), device=device)
-        steps, started = 0, None
-        while True:
-            optimizer.zero_grad()
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            steps += 1
-            if steps == 3:  # warm-up steps excluded
-                started, steps = time.perf_counter(), 0
-            if started and time.perf_counter() - started > seconds:
-                break
-        wall = time.perf_counter() - started
+        steps, wall = timed_steps(functools.partial(train_step, model, optimizer, x, y), seconds)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:13s} {params:>9,} params: {steps * 32 / wall:7.0f} windows per s ({steps} steps)")
 
@@ -160,7 +171,7 @@ def bench_predict(model: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="features,train,predict", help="comma-separated subset")
-    parser.add_argument("--files", type=int, default=60, help="real recordings for the feature benchmark")
+    parser.add_argument("--files", type=int, default=0, help="real recordings for the features (0: all 390)")
     parser.add_argument("--model", default=str(ROOT / "models"), help="bundle for the predict benchmark")
     args = parser.parse_args()
     parts = set(args.only.split(","))

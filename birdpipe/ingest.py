@@ -32,6 +32,8 @@ from birdpipe.audio import AUDIO_EXTENSIONS, AudioError, check_recording
 from birdpipe.errors import PipelineError
 from birdpipe.params import DataParams
 
+TEMPORARY_COPY = "/.dvc/tmp/exps/"  # where DVC runs queued and --temp experiments
+
 # Xeno-canto API field names and the manifest names they are carried under.
 XENO_CANTO_RENAMES = {"rec": "recordist", "q": "quality", "lic": "license", "cnt": "country", "loc": "locality"}
 
@@ -161,9 +163,15 @@ def find_candidates(source: str, params: DataParams) -> list[Candidate]:
         return read_metadata(path, params)
     if path.is_file():
         raise IngestError(f"data.source {source!r} is a file but not a .csv metadata table")
+    hint = ""
+    if not path.is_absolute() and TEMPORARY_COPY in Path.cwd().as_posix():
+        hint = (
+            " (this experiment runs in a temporary copy of the repository, queued or with --temp, where a "
+            "relative path points elsewhere: give data.source as an absolute path)"
+        )
     raise IngestError(
         f"data.source {source!r} does not exist: give 'synthetic', a folder with one sub-folder per "
-        "species, or a metadata CSV"
+        f"species, or a metadata CSV{hint}"
     )
 
 

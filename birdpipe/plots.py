@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -54,6 +55,9 @@ def f1_vs_count_png(rows: list[dict[str, Any]], target: str | Path, rare_thresho
     axis.axvline(rare_threshold, color="grey", linestyle="--", linewidth=1)
     axis.text(rare_threshold, 1.02, f" rare < {rare_threshold}", fontsize=8, color="grey")
     axis.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 3, 10, 100 rather than 3x10^0
+    axis.xaxis.set_major_formatter(plain)
+    axis.xaxis.set_minor_formatter(plain if counts.size and counts.max() / max(counts.min(), 1) < 20 else "")
     axis.set_ylim(-0.03, 1.08)
     axis.set_xlabel("training recordings of the species")
     axis.set_ylabel("test F1")
@@ -93,8 +97,8 @@ def bar_png(labels: list[str], values: list[float] | dict[str, list[float | None
         axis.barh(positions + (number - (len(series) - 1) / 2) * height, shown, height, label=name or None)
     axis.set_yticks(positions, labels)
     axis.invert_yaxis()
-    if len(series) > 1:
-        axis.legend(loc="lower right")
+    if len(series) > 1:  # beside the bars, where it can hide none of them
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     axis.set_xlabel(xlabel)
     axis.set_title(title)
     axis.grid(alpha=0.3, axis="x")

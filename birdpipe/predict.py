@@ -99,8 +99,10 @@ def find_audio(paths: list[str | Path]) -> list[Path]:
             found.append(path)
         else:
             raise PipelineError(f"{path} does not exist")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return [Path(p) for p in unique]
+    unique: dict[Path, Path] = {}  # one entry per file, however often it was named
+    for path in found:
+        unique.setdefault(path.resolve(), path)  # kept as the user named it: relative paths stay relative
+    return list(unique.values())
 
 
 def sliding_windows(features: Iterator[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -250,7 +252,7 @@ def _names(bundle: Bundle, label: str) -> tuple[str, str]:
 def _display(path: Path, root: Path | None) -> str:
     if root is not None:
         try:
-            return str(path.relative_to(root))
+            return str(path.resolve().relative_to(root))
         except ValueError:
             pass
     return str(path)
@@ -271,7 +273,7 @@ def detections(bundle: Bundle, prediction: RecordingPrediction, top_k: int, min_
 def raven_name(path: Path, out_dir: Path, root: Path | None) -> Path:
     """``<recording>.selections.txt`` beside the others; sub-folders keep their layout under ``out_dir``."""
     relative = Path(_display(path, root))
-    if relative.is_absolute():
+    if relative.is_absolute() or ".." in relative.parts:  # never outside out_dir
         relative = Path(relative.name)
     return out_dir / relative.parent / f"{relative.stem}.selections.txt"
 
@@ -328,7 +330,7 @@ def write_outputs(
                             f"{high:.1f}",
                             label,
                             f"{confidence:.4f}",
-                            str(prediction.path),
+                            str(prediction.path.resolve()),  # Raven opens the recording from here
                         ]
                     )
         written["raven"] = out_dir

@@ -87,15 +87,31 @@ def per_class_of(rev: str) -> list[dict[str, Any]]:
     return pd.read_csv(io.StringIO(done.stdout)).to_dict("records")
 
 
+README_START = "<!-- phases seeds: start (generated, do not edit) -->"
+README_END = "<!-- phases seeds: end -->"
+
+
+def splice(document: str, block: str) -> str:
+    """Replace what stands between the README markers with ``block``; both markers must be there."""
+    start, end = document.find(README_START), document.find(README_END)
+    if start < 0 or end < start:
+        raise PipelineError(f"the README needs the lines {README_START!r} and {README_END!r}, in that order")
+    return document[: start + len(README_START)] + "\n" + block.strip("\n") + "\n" + document[end:]
+
+
 def write_seed_report(phases: dict[str, Phase], names: list[str], seeds: list[int], prefix: str, out: Path,
-                      title: str, figure_of: str | None = None) -> None:  # fmt: skip
+                      title: str, figure_of: str | None = None, readme: Path | None = None) -> None:  # fmt: skip
     unknown = [n for n in names if n not in phases]
     if unknown:
         raise PipelineError(f"unknown phase(s) {', '.join(unknown)}")
     results = experiments_from_dvc()
     table = seed_rows(results, names, seeds, prefix)
-    command = (f"python -m birdpipe phases seeds {' '.join(names)} --seeds {' '.join(map(str, seeds))} "
-               f"--prefix {prefix} --out {out}") + (f" --figure-of {figure_of}" if figure_of else "")  # fmt: skip
+    options = [f"--seeds {' '.join(map(str, seeds))}", f"--prefix {prefix}", f"--out {out}"]
+    if figure_of:
+        options.append(f"--figure-of {figure_of}")
+    if readme:
+        options.append(f"--readme {readme}")
+    command = f"python -m birdpipe phases seeds {' '.join(names)} {' '.join(options)}"
     text = render(table, title, names, seeds, command)
     out.parent.mkdir(parents=True, exist_ok=True)
     if figure_of:
@@ -109,3 +125,7 @@ def write_seed_report(phases: dict[str, Phase], names: list[str], seeds: list[in
         text += f"\n![per-species F1 against training count]({figure.name})\n"
     out.write_text(text)
     print(f"wrote {out}")
+    if readme is not None:  # the same table, without its title, between the README's markers
+        body = text.split("\n", 2)[2].replace("](", f"]({out.parent.as_posix()}/")
+        readme.write_text(splice(readme.read_text(), body))
+        print(f"updated the table in {readme}")

@@ -110,6 +110,18 @@ def test_unknown_csv_and_missing_source_give_clear_errors(tmp_path):
         run(tmp_path / "odd.csv", label_column="species_name", path_column="a")
 
 
+def test_a_relative_source_in_a_temporary_experiment_copy_asks_for_an_absolute_path(tmp_path, monkeypatch):
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "standalone" / "tmp1234"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with pytest.raises(IngestError, match=r"temporary copy of the repository.*absolute path"):
+        run("../recordings/metadata.csv")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IngestError, match="does not exist") as error:
+        run("../recordings/metadata.csv")
+    assert "temporary copy" not in str(error.value)
+
+
 def test_missing_files_in_a_csv_are_reported(tmp_path):
     pd.DataFrame({"path": ["gone.wav"], "label": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
     sf.write(tmp_path / "here.wav", chirp(2, 22050, 1000, 2000), 22050)

@@ -105,6 +105,9 @@ def test_dvc_command_uses_hydra_syntax():
         "split.group_by": ["recordist", "date"],
         "loss.alpha": 0.25,
     }
+    # a rerun of a phase of the same name must replace it, not stop at DVC's name conflict
+    forced = exp_run_command("phase0_cnn", {}, queue=False, force=True)
+    assert forced == ["dvc", "exp", "run", "-n", "phase0_cnn", "--temp", "--force"]
 
 
 def _exp(name, state, f1, stamp):
@@ -152,8 +155,12 @@ def test_report_puts_study_figures_beside_ours():
         "phase2b_cnnv2_focal": Phase("phase2b_cnnv2_focal", "CNNv2", {}, {}, {"f1_macro": 0.2167}),
         "phase0_cnn": Phase("phase0_cnn", "CNN", {}, {}, {}),
     }
-    results = {"phase2b_cnnv2_focal": {"test.f1_macro": 0.41234, "train.epochs": 12, "params": {"model.name": "x"}}}
+    params = {"model.name": "x", "data.source": "/data/meta.csv", "split.group_by": ["recordist", "date"], "seed": 0}
+    results = {"phase2b_cnnv2_focal": {"test.f1_macro": 0.41234, "train.epochs": 12, "params": params}}
     text = render_report(phases, results, "Title")
+    assert (
+        "Runs: data.source /data/meta.csv; split.group_by [recordist,date]; split.min_recordings null; seed 0" in text
+    )
     row = next(line for line in text.splitlines() if line.startswith("| `phase2b_cnnv2_focal`"))
     assert "0.412 (0.217)" in row and "| 12 |" in row
     assert "Not run yet: `phase0_cnn`" in text
@@ -185,3 +192,29 @@ def test_report_selection_by_prefix_falls_back_to_seed_zero():
     chosen = select_results(results, "real_")
     assert chosen["phase0_cnn"] == {"a": 1} and chosen["phase2b_cnnv2_focal"] == {"a": 2}
     assert select_results(results)["phase0_cnn"] == {"a": 3}
+
+
+def test_seed_table_is_spliced_between_the_readme_markers():
+    from birdpipe.seeds import README_END, README_START, splice
+
+    readme = f"intro\n{README_START}\nold table\n{README_END}\nafter\n"
+    spliced = splice(readme, "| new | table |\n")
+    assert spliced == f"intro\n{README_START}\n| new | table |\n{README_END}\nafter\n"
+    assert splice(spliced, "| newer |").count(README_START) == 1
+    with pytest.raises(PipelineError, match="needs the lines"):
+        splice("no markers here", "x")
+
+
+def test_phases_run_outside_the_workspace_and_data_paths_become_absolute(tmp_path, monkeypatch):
+    from birdpipe.phases import _absolute_source
+
+    # run now or queued, a phase runs in a temporary copy: it starts from params.yaml as it stands and
+    # leaves the workspace alone (a run in the workspace would hand its params to the next phase)
+    assert exp_run_command("a", {}, queue=False)[-1] == "--temp"
+    assert exp_run_command("a", {}, queue=True)[-1] == "--queue"
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("data: {source: ../recordings/metadata.csv}\n")
+    assert _absolute_source({}) == {"data.source": str((tmp_path / "../recordings/metadata.csv").resolve())}
+    assert _absolute_source({"data.source": "/abs/meta.csv"}) == {"data.source": "/abs/meta.csv"}
+    Path("params.yaml").write_text("data: {source: synthetic}\n")
+    assert _absolute_source({"seed": 1}) == {"seed": 1}

@@ -190,3 +190,23 @@ def test_write_outputs_csv_only(bundle_dir, tmp_path):
     written = write_outputs(run, bundle, options, tmp_path / "out", "csv")
     assert set(written) == {"detections", "summary"}
     assert not list((tmp_path / "out").glob("*.selections.txt"))
+
+
+def test_relative_paths_stay_as_named_and_raven_tables_stay_in_the_output_folder(bundle_dir, tmp_path, monkeypatch):
+    recordings = tmp_path / "field" / "site1"
+    wav = write_wav(recordings / "dawn.wav", 5.0)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    named = Path("../field/site1/dawn.wav")
+    assert find_audio([named, wav, Path("../field")]) == [named]  # one file, however often it is named
+    bundle = load_bundle(bundle_dir)
+    options = PredictOptions(min_confidence=0.0)
+    run = Predictor(bundle, options, "cpu").run([named], progress=False)
+    write_outputs(run, bundle, options, Path("out"))
+    rows = list(csv.DictReader(Path("out/detections.csv").read_text().splitlines()))
+    assert {row["file"] for row in rows} == {"../field/site1/dawn.wav"}
+    tables = list(tmp_path.rglob("*.selections.txt"))
+    assert tables == [work / "out" / "dawn.selections.txt"]
+    raven = list(csv.DictReader(tables[0].read_text().splitlines(), delimiter="\t"))
+    assert {row["Begin Path"] for row in raven} == {str(wav.resolve())}  # Raven opens the file from anywhere
