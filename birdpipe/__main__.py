@@ -46,13 +46,15 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from birdpipe.params import load_params, schema_lines
+    from birdpipe.params import PARAMS_FILE, load_params, schema_lines
 
     if args.check:
-        load_params(args.check)
+        load_params(args.check)  # also warns (stderr) of every key whose value cannot matter
         print(f"{args.check}: valid")
         return 0
     print("\n".join(schema_lines()))
+    if Path(PARAMS_FILE).exists():
+        load_params()  # the warnings for the project's params.yaml
     return 0
 
 
@@ -112,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(handler=_predict)
 
-    params = commands.add_parser("params", help="list every params.yaml key with its type and default")
-    params.add_argument("--check", metavar="YAML", help="validate a params file instead")
+    params = commands.add_parser(
+        "params",
+        help="list every params.yaml key with its type and default, and warn of keys whose value cannot matter",
+    )
+    params.add_argument("--check", metavar="YAML", help="validate a params file (and warn of inert keys) instead")
     params.set_defaults(handler=_params)
 
     from birdpipe.phases import add_parser as add_phases

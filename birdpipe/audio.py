@@ -1,13 +1,17 @@
-"""Audio input: decoding, checking and streaming recordings with soundfile (wav, flac, ogg, mp3).
+"""Audio input: decoding, checking and streaming recordings with soundfile (libsndfile).
 
-Every decoder failure becomes an :class:`AudioError` carrying the path and a one-line reason, so callers
-can report and skip a bad recording instead of showing a traceback from inside libsndfile.
+Every format libsndfile decodes is read (:data:`AUDIO_EXTENSIONS`); audio it cannot decode (m4a, aac, wma,
+webm...: :data:`UNSUPPORTED_EXTENSIONS`) is refused with the reason "unsupported format", so callers report
+it instead of dropping it. Every decoder failure becomes an :class:`AudioError` carrying the path and a
+one-line reason, so callers can report and skip a bad recording instead of showing a traceback from inside
+libsndfile. NaN or inf samples are never passed on: reading them raises AudioError.
 Resampling uses soxr's streaming resampler, so a recording read whole and the same recording read in
 blocks (``predict`` on hour-long soundscapes) go through exactly the same code.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -23,8 +27,24 @@ import soxr
 
 from birdpipe.errors import PipelineError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+# What libsndfile 1.2.2 decodes (each extension is tested by writing a file and reading it back), the
+# original four first. Left out: RAW (no header), MAT4/MAT5 (.mat is MATLAB data), XI (stores no sample rate).
+AUDIO_EXTENSIONS = (
+    *(".wav", ".flac", ".ogg", ".mp3"),
+    *(".wave", ".bwf", ".rf64", ".w64", ".oga", ".opus", ".mp2", ".aiff", ".aif", ".aifc", ".caf", ".au"),
+    *(".snd", ".sph", ".voc", ".avr", ".paf", ".pvf", ".htk", ".sd2", ".sds", ".svx", ".8svx", ".sf", ".wve"),
+)
+# Audio that libsndfile cannot decode: reported as "unsupported format", never skipped silently.
+UNSUPPORTED_EXTENSIONS = (
+    *(".m4a", ".m4b", ".aac", ".alac", ".wma", ".webm", ".mp4", ".mka", ".amr", ".awb", ".3gp", ".3g2", ".ape"),
+    *(".ac3", ".eac3", ".dts", ".wv", ".tta", ".tak", ".mpc", ".spx", ".ra", ".rm", ".dsf", ".dff", ".shn"),
+    *(".raw", ".pcm", ".gsm", ".aa", ".aax"),
+)
+_AUDIO_LIKE = frozenset(AUDIO_EXTENSIONS + UNSUPPORTED_EXTENSIONS)
+CLIP_LEVEL = 0.999  # a sample at or above this share of full scale counts as clipped
+CLIPPED_WARN_FRACTION = 0.01  # a recording with a larger share of clipped samples gets a warning
 _READ_BLOCK = 1 << 18  # frames per soundfile read
+_DECODER_ERRORS = (sf.SoundFileError, RuntimeError)  # sf.LibsndfileError is both; decoders raise RuntimeError
 
 
 class AudioError(PipelineError):
@@ -45,6 +65,38 @@ class AudioInfo:
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class RecordingCheck:
+    """A recording that passed :func:`check_recording`."""
+
+    info: AudioInfo
+    duration: float  # decoded seconds
+    clipped_fraction: float  # share of samples (all channels) at or above CLIP_LEVEL full scale
+
+    @property
+    def clipping_warning(self) -> str | None:
+        if self.clipped_fraction <= CLIPPED_WARN_FRACTION:
+            return None
+        return (
+            f"clipped: {self.clipped_fraction:.2%} of samples at or above {CLIP_LEVEL:g} full scale "
+            f"(warned above {CLIPPED_WARN_FRACTION:.0%})"
+        )
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Files below ``folder`` that look like audio, decodable or not, sorted.
+
+    Hidden files and folders (``.DS_Store``, ``._*`` macOS resource forks, ``.Trash``) are left out.
+    """
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in _AUDIO_LIKE
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    )
 
 
 @contextmanager
@@ -81,14 +133,51 @@ def probe(path: str | Path) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "file not found")
+    if path.suffix.lower() in UNSUPPORTED_EXTENSIONS:
+        supported = " ".join(AUDIO_EXTENSIONS)
+        raise AudioError(path, f"unsupported format ({path.suffix.lower()}; convert to one of: {supported})")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
         with _quiet_decoder():
             info = sf.info(str(path))
-    except Exception as exc:  # libsndfile raises several types; none may escape
-        raise AudioError(path, f"cannot be decoded ({_decoder_message(exc)})") from None
+    except _DECODER_ERRORS as exc:
+        raise AudioError(path, f"cannot be decoded ({_decoder_message(exc)})") from exc
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _block_frames(info: AudioInfo, block_seconds: float) -> int:
+    return max(1024, min(int(block_seconds * info.sample_rate), _READ_BLOCK * 16))
+
+
+def _read_blocks(path: Path, block: int, max_frames: float = math.inf) -> Iterator[np.ndarray]:
+    """Decoded (frames, channels) float32 blocks, as stored; a decoder failure becomes AudioError."""
+    try:
+        with _quiet_decoder():
+            handle = sf.SoundFile(str(path))
+        with handle:
+            while max_frames > 0:
+                with _quiet_decoder():
+                    data = handle.read(int(min(block, max_frames)), dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    return
+                max_frames -= data.shape[0]
+                yield data
+    except _DECODER_ERRORS as exc:
+        raise AudioError(path, f"cannot be decoded ({_decoder_message(exc)})") from exc
+
+
+def _nonfinite_error(path: Path, samples_before: int, block: np.ndarray, rest: Iterator[np.ndarray]) -> AudioError:
+    """The error for NaN or inf samples, counted from ``block`` to the end of what is read."""
+    bad, total = 0, samples_before
+    for data in itertools.chain([block], rest):
+        bad += data.size - int(np.count_nonzero(np.isfinite(data)))
+        total += data.size
+    return AudioError(path, f"non-finite samples (NaN or inf): {bad} of {total}")
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
 
 
 def stream_audio(
@@ -99,7 +188,8 @@ def stream_audio(
 ) -> Iterator[np.ndarray]:
     """Yield mono float32 blocks of a recording, resampled to ``sample_rate`` (native if None).
 
-    Memory stays bounded by the block size whatever the recording's length.
+    Memory stays bounded by the block size whatever the recording's length. NaN or inf samples raise
+    AudioError (with their count up to ``max_seconds``), so a file changed after ingest is still caught.
     """
     path = Path(path)
     info = probe(path)
@@ -109,31 +199,22 @@ def stream_audio(
         if target_rate != info.sample_rate
         else None
     )
-    frames_left = math.inf if max_seconds is None else round(max_seconds * info.sample_rate)
-    block = max(1024, min(int(block_seconds * info.sample_rate), _READ_BLOCK * 16))
-    try:
-        with _quiet_decoder():
-            handle = sf.SoundFile(str(path))
-        with handle:
-            while frames_left > 0:
-                with _quiet_decoder():
-                    data = handle.read(int(min(block, frames_left)), dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                frames_left -= data.shape[0]
-                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-                if resampler is not None:
-                    mono = resampler.resample_chunk(mono)
-                if mono.size:
-                    yield np.ascontiguousarray(mono, dtype=np.float32)
-        if resampler is not None:  # flush the resampler's tail
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if tail.size:
-                yield np.ascontiguousarray(tail, dtype=np.float32)
-    except AudioError:
-        raise
-    except Exception as exc:
-        raise AudioError(path, f"cannot be decoded ({_decoder_message(exc)})") from None
+    max_frames = math.inf if max_seconds is None else round(max_seconds * info.sample_rate)
+    blocks = _read_blocks(path, _block_frames(info, block_seconds), max_frames)
+    samples = 0
+    for data in blocks:
+        if not np.isfinite(data).all():
+            raise _nonfinite_error(path, samples, data, blocks)
+        samples += data.size
+        mono = _mono(data)
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono)
+        if mono.size:
+            yield np.ascontiguousarray(mono, dtype=np.float32)
+    if resampler is not None:  # flush the resampler's tail
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield np.ascontiguousarray(tail, dtype=np.float32)
 
 
 def load_audio(
@@ -146,32 +227,54 @@ def load_audio(
     return signal, rate
 
 
+def _dbfs(level: float) -> float:
+    return 20.0 * math.log10(level) if level > 0 else -math.inf
+
+
 def peak_dbfs(signal: np.ndarray) -> float:
-    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
-    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+    return _dbfs(float(np.max(np.abs(signal)))) if signal.size else -math.inf
 
 
-def check_recording(path: str | Path, min_seconds: float, silence_dbfs: float) -> tuple[AudioInfo, float]:
-    """Decode a recording fully and check it is usable; return its header info and decoded duration.
+def check_recording(path: str | Path, min_seconds: float, silence_dbfs: float) -> RecordingCheck:
+    """Decode a recording fully, in one streaming pass, and check it is usable.
 
-    Raises AudioError for a file that cannot be decoded, is empty, silent, or shorter than min_seconds.
+    Raises AudioError for a file that cannot be decoded, is empty, holds NaN or inf samples, is truncated,
+    shorter than ``min_seconds``, silent (peak below ``silence_dbfs``) or constant (a DC offset whose
+    variation, half its peak-to-peak range, stays below ``silence_dbfs``). The share of clipped samples is
+    returned: clipping is worth a warning, not a reason to drop the recording.
     """
+    path = Path(path)
     info = probe(path)
     if info.frames == 0 or info.sample_rate == 0:
         raise AudioError(path, "no audio frames")
-    peak = -math.inf
-    frames = 0
-    for block in stream_audio(path):
-        frames += block.size
-        peak = max(peak, peak_dbfs(block))
-    duration = frames / info.sample_rate
+    frames = samples = clipped = 0
+    low, high = math.inf, -math.inf  # of the mono signal, as the features see it
+    blocks = _read_blocks(path, _block_frames(info, 60.0))
+    for data in blocks:
+        if not np.isfinite(data).all():
+            raise _nonfinite_error(path, samples, data, blocks)
+        frames += data.shape[0]
+        samples += data.size
+        clipped += int(np.count_nonzero(np.abs(data) >= CLIP_LEVEL))
+        mono = _mono(data)
+        low, high = min(low, float(mono.min())), max(high, float(mono.max()))
     if frames == 0:
         raise AudioError(path, "no audio frames")
+    duration = frames / info.sample_rate
     if frames < 0.9 * info.frames:
         raise AudioError(path, f"truncated (header says {info.duration:.2f} s, only {duration:.2f} s can be decoded)")
     if duration < min_seconds:
         raise AudioError(path, f"too short ({duration:.2f} s < data.min_seconds {min_seconds:g} s)")
+    peak = _dbfs(max(-low, high))
     if peak < silence_dbfs:
         level = "digital silence" if peak == -math.inf else f"peak {peak:.1f} dBFS"
         raise AudioError(path, f"silent ({level} < data.silence_dbfs {silence_dbfs:g})")
-    return info, duration
+    variation = _dbfs((high - low) / 2)
+    if variation < silence_dbfs:
+        level = "none" if variation == -math.inf else f"{variation:.1f} dBFS"
+        raise AudioError(
+            path,
+            f"constant signal (DC offset only, no sound: offset {(high + low) / 2:+.4f} full scale, "
+            f"variation {level} < data.silence_dbfs {silence_dbfs:g})",
+        )
+    return RecordingCheck(info, duration, clipped / samples)

@@ -61,6 +61,14 @@ def evaluate_split(
     window_metrics = classification_metrics(y_true[window_recording], window_probs, train_counts, params.rare_threshold)
     metrics["window"] = {k: window_metrics[k] for k in ("accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "map")}
     metrics["window"]["windows"] = len(window_probs)
+    fusion = bundle.info.get("fusion")
+    if fusion and fusion.get("applicable"):  # the fused prediction is the result; each part alone beside it
+        probs, zero_shot = fuse(probs, cache, split, recordings, fusion)
+        zero_shot_metrics = classification_metrics(y_true, zero_shot, train_counts, params.rare_threshold)
+        parts = {"model": _headline(metrics), "birdnet_zero_shot": _headline(zero_shot_metrics)}
+        window = metrics["window"]  # windows are scored by the trained model alone
+        metrics = classification_metrics(y_true, probs, train_counts, params.rare_threshold)
+        metrics.update(window=window, parts=parts)
     return {
         "metrics": metrics,
         "probs": probs,
@@ -69,6 +77,26 @@ def evaluate_split(
         "per_class": per_class_table(y_true, probs, species, train_counts),
         "confusion": confusion_counts(y_true, probs.argmax(axis=1), species),
     }
+
+
+HEADLINE = ("accuracy", "f1_macro", "f1_weighted", "map", "f1_rare", "f1_common")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in HEADLINE if k in metrics}
+
+
+def fuse(
+    probs: np.ndarray, cache: FeatureCache, split: str, recordings: pd.DataFrame, fusion: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fused recording probabilities of a split, and BirdNET's zero-shot ones under the fitted pooling."""
+    from birdpipe.fusion import Fusion, pool_logits, zero_shot_probs
+
+    known = cache.birdnet_known
+    fitted = Fusion.from_dict(fusion)
+    bounds = recordings[["start", "stop"]].to_numpy()
+    pooled = pool_logits(cache.birdnet_logits[split], bounds, fitted.pooling) * known
+    return fitted.probs(probs, pooled, known), zero_shot_probs(pooled, known)
 
 
 def predictions_table(result: dict[str, Any], species: list[str], split: str, top: int = 3) -> pd.DataFrame:

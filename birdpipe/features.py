@@ -36,6 +36,7 @@ import torchaudio.functional as AF
 from tqdm import tqdm
 
 from birdpipe.audio import AudioError, stream_audio
+from birdpipe.errors import PipelineError
 from birdpipe.ingest import cpu_workers
 from birdpipe.outputs import atomic_path, write_json, write_table
 from birdpipe.params import FeatureParams
@@ -60,10 +61,15 @@ class FeatureConfig:
     fmax: float | None = None
     highpass_hz: float = 500.0
     dtype: str = "float16"
+    model_checksum: str | None = None  # kind birdnet: sha256 of the BirdNET model file the embeddings came from
 
     @classmethod
     def from_params(cls, params: FeatureParams) -> FeatureConfig:
-        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
+        if params.kind == "birdnet":
+            from birdpipe.embeddings import birdnet_config
+
+            return birdnet_config(params)
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if f.name != "model_checksum"})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
@@ -79,6 +85,10 @@ class FeatureConfig:
 
     @property
     def bins(self) -> int:
+        if self.kind == "birdnet":
+            from birdpipe.embeddings import EMBEDDING_SIZE
+
+            return EMBEDDING_SIZE
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
     @property
@@ -259,12 +269,20 @@ def extract_recording(
     return extractor.from_db(db).astype(config.dtype), extractor.summary(db)
 
 
-def _extract_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+def _extract_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, str | None]:
+    """(features, baseline summary, BirdNET logits or None, error reason or None) of one recording."""
+    path, config, max_seconds, activity_windows, activity_seconds, birdnet_columns = job
     try:
-        features, summary = extract_recording(*job)
+        if config.kind == "birdnet":
+            from birdpipe.embeddings import extract_birdnet
+
+            return (*extract_birdnet(path, config, max_seconds, birdnet_columns), None)
+        features, summary = extract_recording(path, config, max_seconds, activity_windows, activity_seconds)
     except AudioError as exc:
-        return None, None, exc.reason
-    return features, summary, None
+        return None, None, None, exc.reason
+    if not np.isfinite(features).all():  # e.g. float16 overflow: never let a non-finite value into a cache
+        return None, None, None, "non-finite feature values (overflow in the feature dtype)"
+    return features, summary, None, None
 
 
 def _write_npy(raw: Path, target: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
@@ -290,8 +308,15 @@ def build_cache(
     unknown = table[~table["label"].isin(label_index)]
     table = table[table["label"].isin(label_index)]
     ordered = pd.concat([table[table["split"] == split] for split in SPLITS])
+    birdnet_info: dict[str, Any] | None = None
+    columns: list[int | None] = []
+    if config.kind == "birdnet":
+        from birdpipe.embeddings import species_columns
+
+        birdnet_info = species_columns(species, table)
+        columns = birdnet_info.pop("columns")
     jobs = [
-        (row.path, config, params.max_seconds, params.activity.windows, params.activity.seconds)
+        (row.path, config, params.max_seconds, params.activity.windows, params.activity.seconds, columns)
         for row in ordered.itertuples()
     ]
     dtype = np.dtype(config.dtype)
@@ -301,11 +326,12 @@ def build_cache(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         handles = {split: (tmp / f"{split}.raw").open("wb") for split in SPLITS}
+        logit_handles = {split: (tmp / f"{split}.logits.raw").open("wb") for split in SPLITS} if columns else {}
         offsets = dict.fromkeys(SPLITS, 0)
         with ProcessPoolExecutor(max_workers=cpu_workers(params.workers), initializer=_init_worker) as pool:
-            results = pool.map(_extract_job, jobs, chunksize=2)
+            results = pool.map(_extract_job, jobs, chunksize=1 if columns else 2)
             bar = tqdm(total=len(jobs), desc="features: extracting", unit="rec", disable=not progress or None)
-            for row, (features, summary, error) in zip(ordered.itertuples(), results, strict=True):
+            for row, (features, summary, logits, error) in zip(ordered.itertuples(), results, strict=True):
                 bar.update()
                 if error is not None:
                     if on_bad_file == "error":
@@ -313,6 +339,8 @@ def build_cache(
                     skipped.append({"path": row.path, "reason": error})
                     continue
                 handles[row.split].write(np.ascontiguousarray(features).tobytes())
+                if logits is not None:
+                    logit_handles[row.split].write(np.ascontiguousarray(logits, dtype=np.float32).tobytes())
                 start = offsets[row.split]
                 offsets[row.split] += features.shape[0]
                 index_rows.append(
@@ -329,7 +357,7 @@ def build_cache(
                 summaries.append(summary)
             bar.close()
         if not index_rows:
-            for handle in handles.values():
+            for handle in [*handles.values(), *logit_handles.values()]:
                 handle.close()
             reasons = "; ".join(f"{Path(item['path']).name}: {item['reason']}" for item in skipped[:3])
             raise AudioError(out_dir, f"no recording could be turned into features ({len(skipped)} failed: {reasons})")
@@ -337,6 +365,10 @@ def build_cache(
             handle.close()
             shape = (offsets[split], config.channels, config.bins)
             _write_npy(tmp / f"{split}.raw", tmp / f"{split}.npy", dtype, shape)
+            if split in logit_handles:
+                logit_handles[split].close()
+                shape = (offsets[split], len(species))
+                _write_npy(tmp / f"{split}.logits.raw", tmp / f"{split}.logits.npy", np.dtype(np.float32), shape)
         index = pd.DataFrame(index_rows)
         write_table(index, tmp / "index.csv")
         np.save(tmp / "stats.npy", np.stack(summaries) if summaries else np.zeros((0, 2 * STATS_MFCC), np.float32))
@@ -353,6 +385,8 @@ def build_cache(
             "hours": {s: round(offsets[s] / config.frames_per_second / 3600, 4) for s in SPLITS},
             "skipped": skipped,
         }
+        if birdnet_info is not None:
+            summary["birdnet"] = birdnet_info
         write_json(summary, tmp / "config.json")
     return summary
 
@@ -372,7 +406,7 @@ class FeatureCache:
     def open(cls, root: str | Path = "data/features") -> FeatureCache:
         root = Path(root)
         if not (root / "config.json").exists():
-            raise FileNotFoundError(f"no feature cache at {root}: run `dvc repro features` first")
+            raise PipelineError(f"no feature cache at {root}: run `dvc repro features` first")
         info = json.loads((root / "config.json").read_text())
         index = pd.read_csv(root / "index.csv", dtype={"id": str, "label": str}, keep_default_na=False)
         return cls(root, FeatureConfig.from_dict(info["config"]), info["species"], index, info)
@@ -386,6 +420,21 @@ class FeatureCache:
 
     def stats(self) -> np.ndarray:
         return np.load(self.root / "stats.npy")
+
+    @property
+    def birdnet_known(self) -> np.ndarray | None:
+        """Which species BirdNET's own classifier knows (kind birdnet), in species order; else None."""
+        info = self.info.get("birdnet")
+        return None if info is None else np.array([s in info["matched"] for s in self.species])
+
+    @functools.cached_property
+    def birdnet_logits(self) -> dict[str, np.ndarray]:
+        """BirdNET's logits per frame for our species (0 where it lacks the species), per split."""
+        if self.info.get("birdnet") is None:
+            raise PipelineError(
+                f"the feature cache at {self.root} holds no BirdNET logits (features.kind is not birdnet)"
+            )
+        return {split: np.load(self.root / f"{split}.logits.npy", mmap_mode="r") for split in SPLITS}
 
 
 def window_starts(frames: int, window: int, hop: int) -> list[int]:

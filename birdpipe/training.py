@@ -222,9 +222,16 @@ def _digest(paths: list[Path], extra: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
+TRAINING_CODE = ("stages.train", "birdpipe.training")  # entry points whose import closure training runs
+
+
 def training_fingerprint(params: Params, inputs: list[Path]) -> str:
-    """What a resumed run must share with the interrupted one: training params and input files."""
+    """What a resumed run must share with the interrupted one: training params, input files and code (the bytes
+    of every project module the train stage imports at any depth, lazy imports included: its dvc.yaml code deps)."""
+    from birdpipe.codedeps import code_digest
+
     relevant = {
+        "code": code_digest(TRAINING_CODE),
         "seed": params.seed,
         "model": params.model.model_dump(mode="json"),
         "loss": params.loss.model_dump(mode="json"),
@@ -309,6 +316,10 @@ def fit(
     is_ast = params.model.name == "ast"
     mean = feature_stats["mean"] if normalize and not is_ast else None
     std = feature_stats["std"] if normalize and not is_ast else None
+    if normalize and config.kind == "birdnet":  # embeddings: every dimension on its own scale
+        if "bin_mean" not in feature_stats:
+            raise PipelineError("data/feature_stats.json lacks per-dimension statistics: rerun `dvc repro weights`")
+        mean, std = feature_stats["bin_mean"], feature_stats["bin_std"]
     ast_stats = (feature_stats["mean"][0], feature_stats["std"][0]) if is_ast and feature_stats else None
     model = build_model(params.model, n_classes, shape, mean, std, ast_stats=ast_stats)
 
@@ -396,6 +407,10 @@ def fit(
         },
         "model": {"params": count_parameters(module.model)},
     }
+    fusion = fit_birdnet_fusion(module.model, cache, val, window, hop, params, device) if (
+        params.model.fusion.method == "birdnet") else None  # fmt: skip
+    if fusion is not None:
+        metrics["fusion"] = {k: v for k, v in fusion.items() if k in ("applicable", "pooling", "a", "b", "d")}
     (checkpoint_dir / "complete").write_text(fingerprint + "\n")
     info = {
         "species": species,
@@ -409,11 +424,37 @@ def fit(
         "input_shape": {"channels": shape.channels, "bins": shape.bins, "frames": shape.frames},
         "normalization": {"mean": mean, "std": std} if mean is not None else None,
         "ast_stats": list(ast_stats) if ast_stats else None,
+        "fusion": fusion,
+        "birdnet": {k: v for k, v in cache.info["birdnet"].items() if k != "columns"}
+        if "birdnet" in cache.info
+        else None,
         "train_counts": {s: int(c) for s, c in zip(species, train_counts, strict=True)},
         "params": params.model_dump(mode="json"),
         "metrics": metrics,
     }
     return TrainingResult(module.model.eval(), info, metrics, history)
+
+
+def fit_birdnet_fusion(
+    model: Classifier, cache: FeatureCache, val: pd.DataFrame, window: int, hop: int, params: Params, device: str
+) -> dict[str, Any]:
+    """Fit the late fusion of ``model`` with BirdNET's own classifier on the validation split only."""
+    from birdpipe.evaluation import window_probabilities
+    from birdpipe.fusion import fit_fusion
+
+    known = cache.birdnet_known
+    if known is None or not known.any():
+        return {"applicable": False, "reason": "BirdNET knows none of the species; predictions are the model's own"}
+    dataset = EvalWindows(cache.arrays["val"], val, window, hop)
+    model = model.to(device).eval()
+    window_probs = window_probabilities(model, dataset, params.evaluate.batch_size, device, "fusion: val")
+    evaluate = params.evaluate
+    probs = aggregate(window_probs, dataset.window_recording, len(val), evaluate.aggregate, evaluate.topk)
+    bounds = val[["start", "stop"]].to_numpy()
+    options = params.model.fusion
+    fusion, losses = fit_fusion(probs, cache.birdnet_logits["val"], bounds, known, val["label_index"].to_numpy(),
+                                options.poolings, options.class_bias_l2)  # fmt: skip
+    return {"applicable": True, **fusion.to_dict(), "val_log_loss_by_pooling": losses}
 
 
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> Path | None:

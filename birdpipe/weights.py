@@ -75,24 +75,42 @@ def weight_vector(weights_json: dict[str, Any], method: str, species: list[str])
     return np.array([table[s] for s in species], dtype=np.float32)
 
 
-def feature_stats(train: np.ndarray, chunk_frames: int = 65536) -> dict[str, Any]:
-    """Per-channel mean and std over every training frame and bin (float64 accumulation, in chunks)."""
-    channels = train.shape[1]
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    count = 0
+BIN_STD_FLOOR = 0.1  # per-dimension std floor, as a share of the channel's median std
+
+
+def feature_stats(train: np.ndarray, chunk_frames: int = 65536, per_bin: bool = False) -> dict[str, Any]:
+    """Per-channel mean and std over every training frame and bin (float64 accumulation, in chunks).
+
+    With ``per_bin`` also ``bin_mean`` / ``bin_std`` (channels x bins): embeddings are standardised per
+    dimension, since each dimension has a scale of its own.
+    """
+    channels, bins = train.shape[1], train.shape[2]
+    total = np.zeros((channels, bins))
+    total_sq = np.zeros((channels, bins))
+    frames = 0
     for start in range(0, train.shape[0], chunk_frames):
         block = np.asarray(train[start : start + chunk_frames], dtype=np.float64)
-        total += block.sum(axis=(0, 2))
-        total_sq += np.square(block).sum(axis=(0, 2))
-        count += block.shape[0] * block.shape[2]
-    if count == 0:
+        total += block.sum(axis=0)
+        total_sq += np.square(block).sum(axis=0)
+        frames += block.shape[0]
+    if frames == 0:
         raise ValueError("the training split has no frames")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return {
+    count = frames * bins
+    mean = total.sum(axis=1) / count
+    std = np.sqrt(np.maximum(total_sq.sum(axis=1) / count - mean**2, 0.0))
+    stats: dict[str, Any] = {
         "mean": [round(float(m), 6) for m in mean],
         "std": [round(float(max(s, 1e-6)), 6) for s in std],
         "frames": int(train.shape[0]),
         "values_per_channel": int(count),
     }
+    if per_bin:
+        bin_mean = total / frames
+        bin_std = np.sqrt(np.maximum(total_sq / frames - bin_mean**2, 0.0))
+        # A dimension (nearly) constant over the training windows would turn any deviation at inference, e.g.
+        # on pure noise, into a huge standardised value and a near-certain score: floor each std at a tenth of
+        # the median std of the channel.
+        floor = np.maximum(BIN_STD_FLOOR * np.median(bin_std, axis=1, keepdims=True), 1e-6)
+        stats["bin_mean"] = np.round(bin_mean, 6).tolist()
+        stats["bin_std"] = np.round(np.maximum(bin_std, floor), 6).tolist()
+    return stats

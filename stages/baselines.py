@@ -1,4 +1,4 @@
-"""baselines: feature cache -> metrics/baselines.json (majority class, MFCC statistics + logistic regression)."""
+"""baselines: feature cache -> metrics/baselines.json (majority, MFCC + LR; BirdNET zero-shot and BirdNET + LR)."""
 
 from birdpipe.baselines import run_baselines
 from birdpipe.errors import run_stage
@@ -11,7 +11,11 @@ def main() -> None:
     params = load_params()
     result = run_baselines(FeatureCache.open("data/features"), params)
     write_json(result, "metrics/baselines.json")
-    for name in ("majority", "mfcc_logreg"):
+    for name in ("majority", "mfcc_logreg", "birdnet_zero_shot", "birdnet_logreg"):
+        if "test" not in result.get(name, {}):
+            if name in result:
+                print(f"{name}: not applicable ({result[name]['reason']})")
+            continue
         m = result[name]["test"]
         print(f"{name}: test accuracy {m['accuracy']:.4f}  F1-macro {m['f1_macro']:.4f}  mAP {m['map']:.4f}")
 

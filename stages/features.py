@@ -13,6 +13,10 @@ def main() -> None:
         f"features ({params.features.kind}, {summary['channels']}x{summary['bins']}): "
         f"{summary['recordings']} recordings, hours {summary['hours']}, {len(summary['skipped'])} skipped"
     )
+    if "birdnet" in summary:
+        birdnet = summary["birdnet"]
+        print(f"features: BirdNET knows {birdnet['n_matched']} of {birdnet['n_species']} species"
+              + (f" (not: {', '.join(birdnet['unmatched'][:10])})" if birdnet["unmatched"] else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

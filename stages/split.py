@@ -3,16 +3,17 @@
 from birdpipe.errors import run_stage
 from birdpipe.outputs import read_table, write_json, write_table
 from birdpipe.params import load_params
-from birdpipe.split import split_recordings
+from birdpipe.split import split_recordings, split_seed
 
 
 def main() -> None:
     params = load_params()
-    split, report = split_recordings(read_table("data/manifest.csv"), params.split, seed=params.seed)
+    split, report = split_recordings(read_table("data/manifest.csv"), params.split, seed=split_seed(params))
     write_table(split, "data/split.csv")
     write_json(report, "data/split_report.json")
     dropped = report["small_classes"]["species"]
-    print(f"split ({report['method']}): {report['recordings']}; species per split {report['species']}")
+    seed = "" if params.split.column else f", seed {split_seed(params)}"
+    print(f"split ({report['method']}{seed}): {report['recordings']}; species per split {report['species']}")
     if dropped:
         print(f"  {len(dropped)} species handled by small_classes: {report['small_classes']['policy']}")
     for split_name, species in report["species_missing_from"].items():

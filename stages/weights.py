@@ -13,7 +13,7 @@ def main() -> None:
     train = cache.recordings("train")
     counts = train["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"])
+    stats = feature_stats(cache.arrays["train"], per_bin=cache.config.kind == "birdnet")
     write_json(weights, "data/class_weights.json")
     write_json(stats, "data/feature_stats.json")
     ranges = ", ".join(f"{m} {v['min']:.3g}-{v['max']:.3g}" for m, v in weights["methods"].items())

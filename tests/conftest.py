@@ -57,6 +57,43 @@ def write_bad_files(folder: Path, rate: int = 22050) -> dict[str, str]:
     }
 
 
+def write_mp2_tone(path: Path, seconds: float) -> Path:
+    """An MPEG-1 Layer II stream (48 kHz mono, 64 kbit/s) holding a 250 Hz tone, built bit by bit: no encoder needed.
+
+    Only sub-band 0 carries samples (3 quantisation levels, table B.2a of ISO 11172-3); its 12 granules per
+    frame alternate (+, +, 0) and (-, -, 0), a period of 6 sub-band samples at 1500 Hz.
+    """
+    bits = "111111111111" + "1" + "10" + "1" + "0100" + "01" + "0" + "0" + "11" + "00" + "0" + "0" + "00"  # header
+    bits += "0001" + "0" * 84  # bit allocation: sub-band 0 -> 3 levels, the 26 others none
+    bits += "10" + "000110"  # one scale factor for the whole frame, index 6 (0.5)
+    bits += ("10001" + "01001") * 6  # grouped samples: codes 17 = (2, 2, 1) and 9 = (0, 0, 1)
+    frame = int(bits.ljust(192 * 8, "0"), 2).to_bytes(192, "big")
+    path.write_bytes(frame * round(seconds * 48000 / 1152))
+    return path
+
+
+def write_signal_problems(folder: Path, rate: int = 22050) -> dict[str, str]:
+    """Float WAVs with an inf sample, NaN samples, a DC offset only, and a clipped one (usable, with a warning).
+
+    Returns the expected reason of each file that must be skipped.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    signal = chirp(3.0, rate, 1500, 3500, seed=7)
+    with_inf = signal.copy()
+    with_inf[rate] = np.inf
+    with_nan = np.stack([signal, signal], axis=1)
+    with_nan[100:103, 1] = np.nan
+    sf.write(folder / "inf.wav", with_inf, rate, subtype="FLOAT")
+    sf.write(folder / "nan.wav", with_nan, rate, subtype="FLOAT")
+    sf.write(folder / "dc.wav", np.full(3 * rate, 0.25, dtype=np.float32), rate, subtype="FLOAT")
+    sf.write(folder / "clipped.wav", np.clip(4 * signal, -1.0, 1.0), rate)  # PCM_16: full scale is 32767
+    return {
+        "inf.wav": f"non-finite samples (NaN or inf): 1 of {3 * rate}",
+        "nan.wav": f"non-finite samples (NaN or inf): 3 of {2 * 3 * rate}",
+        "dc.wav": "constant signal (DC offset only, no sound",
+    }
+
+
 @pytest.fixture
 def xc_clips() -> Path:
     return XC_CLIPS

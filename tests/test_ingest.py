@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -6,7 +7,7 @@ import soundfile as sf
 
 from birdpipe.ingest import IngestError, find_candidates, ingest, read_metadata
 from birdpipe.params import DataParams
-from tests.conftest import chirp, write_bad_files
+from tests.conftest import chirp, write_bad_files, write_mp2_tone, write_signal_problems
 
 
 def run(source, **overrides):
@@ -33,6 +34,80 @@ def test_bad_files_are_reported_by_path_and_skipped(species_folder):
     for name, reason in expected.items():
         assert reason in skipped[name]
     json.dumps(report)  # the report is plain JSON
+
+
+def test_every_decodable_format_is_ingested_and_other_audio_is_reported(species_folder):
+    folder = species_folder / "Gamma_three"
+    for ext, fmt, subtype, rate in (
+        (".aiff", "AIFF", None, 44100), (".opus", "OGG", "OPUS", 48000), (".caf", "CAF", None, 22050),
+        (".au", "AU", None, 16000), (".sd2", "SD2", None, 22050), (".W64", "W64", None, 22050),
+    ):  # fmt: skip
+        sf.write(folder / f"new{ext}", chirp(2.0, rate, 2500, 4500, seed=len(ext)), rate, format=fmt, subtype=subtype)
+    write_mp2_tone(folder / "new.mp2", 2.0)
+    unsupported = ["Gamma_three/deep/new.m4a", "Gamma_three/new.AAC", "Gamma_three/new.wma", "Gamma_three/new.webm"]
+    for name in unsupported:
+        (species_folder / name).parent.mkdir(exist_ok=True)
+        (species_folder / name).write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    (folder / ".DS_Store").write_bytes(b"Bud1" + bytes(60))
+    (folder / "._new.aiff").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # macOS resource fork: not audio
+    (folder / ".trash").mkdir()
+    (folder / ".trash" / "old.wav").write_bytes(b"deleted")
+    (folder / "notes.txt").write_text("not audio, not reported")
+    manifest, report = run(species_folder)
+    assert report["recordings"] == 12 + 7 and report["files_found"] == 12 + 7 + 4
+    new = {p.rsplit(".", 1)[1] for p in manifest["path"] if "/new." in p}
+    assert new == {"aiff", "opus", "caf", "au", "sd2", "W64", "mp2"}  # sd2's ._new.sd2 fork is read, not listed
+    skipped = {item["path"].split("recordings/", 1)[1]: item["reason"] for item in report["skipped"]}
+    assert sorted(skipped) == sorted(unsupported)  # hidden files and notes.txt: not a word
+    for name, reason in skipped.items():
+        suffix = Path(name).suffix.lower()
+        assert reason.startswith(f"unsupported format ({suffix}; convert to one of: .wav .flac .ogg .mp3 ")
+    assert report["skipped_by_reason"] == {"unsupported format": 4}
+
+
+def test_a_folder_of_unsupported_audio_only_says_why_nothing_is_usable(tmp_path):
+    (tmp_path / "Alpha_one").mkdir()
+    (tmp_path / "Alpha_one" / "a.m4a").write_bytes(b"m4a")
+    with pytest.raises(IngestError, match=r"no usable recordings .* \(skipped: 1 unsupported format\)"):
+        run(tmp_path)
+
+
+def test_metadata_pointing_at_unsupported_audio_says_so(tmp_path):
+    sf.write(tmp_path / "100.flac", chirp(2, 22050, 1000, 3000), 22050)
+    (tmp_path / "a.m4a").write_bytes(b"m4a")
+    (tmp_path / "XC300.wma").write_bytes(b"wma")
+    pd.DataFrame({"path": ["100.flac", "a.m4a"], "label": ["x", "x"]}).to_csv(tmp_path / "m.csv", index=False)
+    xeno_canto = {"id": ["100", "300"], "gen": ["Vireo"] * 2, "sp": ["latimeri"] * 2}  # files found by id
+    pd.DataFrame(xeno_canto).to_csv(tmp_path / "xc.csv", index=False)
+    for source, name in (("m.csv", "a.m4a"), ("xc.csv", "XC300.wma")):
+        _manifest, report = run(tmp_path / source)
+        assert report["recordings"] == 1
+        (item,) = report["skipped"]
+        assert item["path"].endswith(name) and item["reason"].startswith("unsupported format")
+
+
+def test_non_finite_dc_and_clipped_recordings_are_reported(species_folder):
+    expected = write_signal_problems(species_folder / "Beta_two")
+    _manifest, report = run(species_folder)
+    assert report["recordings"] == 13  # the clipped one is kept
+    skipped = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped"]}
+    assert set(skipped) == set(expected)
+    for name, reason in expected.items():
+        assert skipped[name].startswith(reason)
+    assert report["skipped_by_reason"] == {"constant signal": 1, "non-finite samples": 2}
+    (warning,) = report["warnings"]
+    assert warning["path"].endswith("Beta_two/clipped.wav") and report["warning_count"] == 1
+    assert 0.05 < warning["clipped_fraction"] < 0.5
+    assert warning["warning"].startswith(f"clipped: {warning['clipped_fraction']:.2%} of samples at or above 0.999")
+    json.dumps(report)
+
+
+def test_a_clipping_warning_does_not_stop_ingest(species_folder):
+    write_signal_problems(species_folder / "Beta_two")
+    for name in ("inf.wav", "nan.wav", "dc.wav"):
+        (species_folder / "Beta_two" / name).unlink()
+    _manifest, report = run(species_folder, on_bad_file="error")
+    assert report["recordings"] == 13 and report["warning_count"] == 1 and report["skipped_count"] == 0
 
 
 def test_on_bad_file_error_stops_with_the_whole_list(species_folder):

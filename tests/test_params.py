@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from birdpipe.inert import inert_params
 from birdpipe.params import Params, ParamsError, apply_overrides, load_params, schema_lines, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def test_project_params_file_is_valid_and_complete():
         ({"loss": {"gama": 3}}, ["loss.gama: unknown key", "gamma"]),
         ({"lossx": 1}, ["lossx: unknown key", "loss"]),
         ({"data": {"synthetic": {"specie": 3}}}, ["data.synthetic.specie: unknown key", "species"]),
-        ({"features": {"kind": "mel"}}, ["features.kind = 'mel'", "'mfcc' or 'logmel'"]),
+        ({"features": {"kind": "mel"}}, ["features.kind = 'mel'", "'mfcc'", "'logmel'"]),
         ({"train": {"lr": -1}}, ["train.lr = -1", "greater than 0"]),
         ({"train": {"batch_size": "big"}}, ["train.batch_size = 'big'", "valid integer"]),
         ({"loss": {"alpha": 2.0}}, ["loss.alpha = 2.0", "(0, 1]"]),
@@ -72,3 +73,59 @@ def test_load_params_reports_missing_and_broken_files(tmp_path):
     broken.write_text("loss: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(broken)
+
+
+def _inert(overrides: dict) -> list[str]:
+    return inert_params(validate_params(apply_overrides({}, overrides)))
+
+
+def test_default_and_project_params_warn_of_nothing():
+    assert inert_params(Params()) == []
+    assert inert_params(validate_params(yaml.safe_load((ROOT / "params.yaml").read_text()))) == []
+
+
+def test_focal_gamma_under_ce_is_named_once():
+    (line,) = _inert({"loss.gamma": 3})
+    assert line == "loss.gamma has no effect: it is used only with loss.name: focal (now ce)"
+    assert _inert({"loss.gamma": 3, "loss.name": "focal"}) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "inert"),
+    [
+        ({"loss.tau": 2, "loss.name": "balanced_softmax"}, ["loss.tau"]),
+        ({"loss.tau": 2, "loss.name": "logit_adjusted"}, []),
+        ({"loss.weights": "balanced", "loss.name": "focal", "loss.alpha": "sqrt"}, ["loss.weights"]),
+        ({"loss.weights": "balanced", "loss.name": "weighted_ce"}, []),
+        ({"weights.clip": [0.2, 5.0]}, ["weights.clip"]),
+        ({"weights.clip": [0.2, 5.0], "loss.name": "focal", "loss.alpha": 0.25}, ["weights.clip"]),
+        ({"weights.clip": [0.2, 5.0], "loss.name": "focal", "loss.alpha": "balanced"}, []),
+        ({"weights.effective_beta": 0.99, "loss.name": "weighted_ce"}, ["weights.effective_beta"]),
+        ({"weights.effective_beta": 0.99, "loss.name": "weighted_ce", "loss.weights": "effective_number"}, []),
+        ({"model.vit.layers": 2, "model.pretrained": "x"}, ["model.pretrained", "model.vit.layers"]),
+        ({"model.vit.layers": 2, "model.vit.image_size": [224, 224], "model.name": "audio_vit"}, []),
+        ({"model.vit.layers": 2, "model.vit.image_size": [224, 224], "model.name": "audio_vit",
+          "model.pretrained": "x"}, ["model.vit.layers"]),
+        ({"augment.specaugment.time_mask": 10, "augment.mixup.alpha": 1.0}, ["augment.specaugment.time_mask",
+                                                                             "augment.mixup.alpha"]),
+        ({"augment.specaugment.time_mask": 10, "augment.specaugment.p": 0.5}, []),
+        ({"train.step_size": 5}, ["train.step_size"]),
+        ({"train.step_size": 5, "train.scheduler": "step"}, []),
+        ({"train.backbone_lr": 1e-4, "train.head_lr": 1e-2}, []),
+        ({"split.val_fold": 1, "split.test_fold": 2}, ["split.val_fold", "split.test_fold"]),
+        ({"split.column": "fold", "split.seed": 3}, ["split.seed"]),
+        ({"features.n_mfcc": 40, "features.kind": "logmel"}, ["features.n_mfcc"]),
+        ({"features.activity.seconds": 2.0}, ["features.activity.seconds"]),
+    ],
+)  # fmt: skip
+def test_inert_keys_are_named(overrides, inert):
+    assert [line.split(" ")[0] for line in _inert(overrides)] == inert
+
+
+def test_load_params_warns_on_stderr(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"loss": {"gamma": 3.0}}))
+    assert load_params(path).loss.gamma == 3.0
+    assert (
+        capsys.readouterr().err == "warning: loss.gamma has no effect: it is used only with loss.name: focal (now ce)\n"
+    )

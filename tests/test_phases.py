@@ -178,9 +178,14 @@ def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
     table = seed_rows(results, ["best"], [0, 1], "real_")
     assert len(table) == 6  # two baselines and the recipe, per seed
     text = render(table, "T", ["best"], [0, 1], "cmd")
-    assert "| **best** | **mean** | **0.600** |" in text
-    assert "| **MFCC stats + logistic regression** | **mean** | **0.350** |" in text
-    assert "`best`: mean test F1-macro +0.250" in text
+    assert "| **best** | **mean** | **–** | **0.600 ± 0.100** |" in text  # mean ± spread over the seeds
+    assert "| **MFCC stats + logistic regression** | **mean** | **–** | **0.350 ± 0.050** |" in text
+    assert "`best`: mean test F1-macro +0.250 against MFCC stats" in text
+    assert "BirdNET" not in text  # no BirdNET rows when no run holds its baselines
+    with_birdnet = {k: {**v, "baselines.birdnet_zero_shot.test.f1_macro": 0.55} for k, v in results.items()}
+    text = render(seed_rows(with_birdnet, ["best"], [0, 1], "real_"), "T", ["best"], [0, 1], "cmd")
+    assert "| **BirdNET zero-shot (no training)** | **mean** | **–** | **0.550 ± 0.000** |" in text
+    assert "+0.050 against BirdNET zero-shot" in text
     with pytest.raises(PipelineError, match="real_best_s2"):
         seed_rows(results, ["best"], [0, 2], "real_")
 

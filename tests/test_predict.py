@@ -19,7 +19,7 @@ from birdpipe.features import FeatureCache, window_starts
 from birdpipe.models import InputShape, build_model
 from birdpipe.params import EvaluateParams, ModelParams
 from birdpipe.predict import RAVEN_COLUMNS, PredictOptions, Predictor, find_audio, sliding_windows, write_outputs
-from tests.conftest import chirp, write_bad_files
+from tests.conftest import chirp, write_bad_files, write_signal_problems
 
 RATE = 22050
 
@@ -180,6 +180,34 @@ def test_find_audio_recurses_and_rejects_missing(tmp_path):
     assert [p.name for p in find_audio([tmp_path / "a"])] == ["x.wav"]
     with pytest.raises(Exception, match="does not exist"):
         find_audio([tmp_path / "missing.wav"])
+
+
+def test_find_audio_keeps_unsupported_audio_and_ignores_hidden_files(tmp_path):
+    write_wav(tmp_path / "a" / "x.wav", 1.0)
+    for name in ("y.m4a", "z.WMA", ".DS_Store", "._x.wav"):
+        (tmp_path / "a" / name).write_bytes(b"\x00" * 64)
+    assert [p.name for p in find_audio([tmp_path / "a"])] == ["x.wav", "y.m4a", "z.WMA"]
+    assert [p.name for p in find_audio([tmp_path / "a" / "._x.wav"])] == ["._x.wav"]  # named: the user means it
+
+
+def test_unsupported_and_non_finite_files_get_a_skipped_row_in_the_summary(bundle_dir, tmp_path):
+    folder = tmp_path / "recordings"
+    write_wav(folder / "tone.wav", 5.0)
+    (folder / "phone.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    write_signal_problems(folder / "bad")
+    direct = tmp_path / "elsewhere" / "memo.aac"
+    direct.parent.mkdir()
+    direct.write_bytes(b"\xff\xf1" + bytes(64))
+    out = tmp_path / "out"
+    assert cli(["predict", str(folder), str(direct), "--model", str(bundle_dir), "--out", str(out), "--quiet"]) == 0
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    rows = {Path(f).name: (status, reason) for f, status, reason in summary[["file", "status", "reason"]].values}
+    assert {name for name, (status, _) in rows.items() if status == "ok"} == {"tone.wav", "dc.wav", "clipped.wav"}
+    assert rows["phone.m4a"][1].startswith("unsupported format (.m4a; convert to one of: .wav .flac")
+    assert rows["memo.aac"][1].startswith("unsupported format (.aac; convert to one of: .wav .flac")
+    assert rows["inf.wav"][1] == "non-finite samples (NaN or inf): 1 of 66150"
+    assert rows["nan.wav"][1] == "non-finite samples (NaN or inf): 3 of 132300"
+    assert len(rows) == len(summary) == 7 and len(summary[summary["status"] == "skipped"]) == 4
 
 
 def test_write_outputs_csv_only(bundle_dir, tmp_path):

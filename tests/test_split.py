@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.params import SplitParams
-from birdpipe.split import SplitError, split_recordings
+from birdpipe.params import Params, SplitParams
+from birdpipe.split import SplitError, split_recordings, split_seed
 
 
 def manifest(counts: dict[str, int], groups: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -96,3 +96,21 @@ def test_predefined_split_column_and_folds():
 def test_unknown_group_column_is_named():
     with pytest.raises(SplitError, match=r"split\.group_by names \['site'\]"):
         split_recordings(manifest({"a": 9}), SplitParams(group_by=["site"]), seed=0)
+
+
+def _split_with(params: Params, table: pd.DataFrame) -> pd.Series:
+    return split_recordings(table, params.split, seed=split_seed(params))[0]["split"]
+
+
+@pytest.mark.parametrize("group_by", [[], ["recordist"]])
+def test_split_seed_null_follows_the_global_seed_and_set_it_does_not(group_by):
+    table = manifest({"a": 40, "b": 30, "c": 12}, groups=10)
+    follow = SplitParams(group_by=group_by)
+    assert _split_with(Params(seed=5, split=follow), table).equals(
+        split_recordings(table, follow, seed=5)[0]["split"]
+    )  # null: today's split, byte for byte
+    fixed = SplitParams(group_by=group_by, seed=9)
+    first = _split_with(Params(seed=1, split=fixed), table)
+    assert first.equals(_split_with(Params(seed=2, split=fixed), table))
+    assert first.equals(_split_with(Params(seed=9, split=follow), table))
+    assert not first.equals(_split_with(Params(seed=1, split=SplitParams(group_by=group_by, seed=10)), table))

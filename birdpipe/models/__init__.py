@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from birdpipe.models.cnn import AudioCNN, AudioCNNv2
+from birdpipe.models.embedding import EmbeddingHead
 from birdpipe.params import ModelParams
 
 
@@ -24,12 +25,20 @@ class InputShape:
 
 
 class Standardize(nn.Module):
-    """Per-channel (x - mean) / std with the training split's statistics, saved inside the model."""
+    """(x - mean) / std with the training split's statistics, saved inside the model.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    Per channel (one value per channel: spectrograms) or per channel and bin (a list of lists: embeddings,
+    whose dimensions have scales of their own).
+    """
+
+    def __init__(
+        self, mean: Sequence[float] | Sequence[Sequence[float]], std: Sequence[float] | Sequence[Sequence[float]]
+    ) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        shape = (1, -1, 1, 1) if mean_t.dim() == 1 else (1, *mean_t.shape, 1)
+        self.register_buffer("mean", mean_t.reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -58,6 +67,9 @@ def build_network(
         return AudioCNN(n_classes, shape.channels, dropout=params.dropout)
     if params.name == "audio_cnn_v2":
         return AudioCNNv2(n_classes, shape.channels, dropout=params.dropout)
+    if params.name in ("embedding_linear", "embedding_mlp"):
+        hidden = params.embedding.hidden_size if params.name == "embedding_mlp" else None
+        return EmbeddingHead(n_classes, shape.channels * shape.bins, hidden, params.embedding.dropout)
     from birdpipe.models import hf  # transformers is imported only when a transformer is asked for
 
     if params.name == "audio_vit":

@@ -1,0 +1,98 @@
+"""Zero-shot BirdNET probabilities, late fusion fitted on validation, embedding heads and their params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from birdpipe.fusion import Fusion, fit_fusion, pool_logits, zero_shot_probs
+from birdpipe.models import InputShape, Standardize, build_model
+from birdpipe.params import ModelParams, ParamsError, validate_params
+
+
+def _simulated(n: int, k: int, known: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A weak model (right 45% of the time) and a sharper BirdNET that knows only some species."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), y] += 1.0
+    model = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    frames = 4
+    frame_logits = rng.normal(-4, 1, (n * frames, k))
+    for i in range(n):
+        frame_logits[i * frames : (i + 1) * frames, y[i]] += 4.0 * known[y[i]]
+    bounds = np.array([[i * frames, (i + 1) * frames] for i in range(n)])
+    return model, frame_logits, bounds, y
+
+
+def test_pooling_of_window_logits():
+    frames = np.array([[0.0, 1.0], [2.0, -1.0], [4.0, 0.0], [10.0, 10.0]])
+    bounds = np.array([[0, 3], [3, 4]])
+    assert np.allclose(pool_logits(frames, bounds, "mean")[0], [2.0, 0.0])
+    assert np.allclose(pool_logits(frames, bounds, "max")[0], [4.0, 1.0])
+    assert np.allclose(pool_logits(frames, bounds, "top3_mean")[1], [10.0, 10.0])
+    with pytest.raises(ValueError, match="allowed"):
+        pool_logits(frames, bounds, "median")
+
+
+def test_zero_shot_never_predicts_a_species_birdnet_lacks():
+    pooled = np.array([[5.0, 1.0, 9.0], [0.0, 3.0, 1.0]])
+    known = np.array([True, True, False])
+    probs = zero_shot_probs(pooled, known)
+    assert np.allclose(probs.sum(axis=1), 1.0) and np.all(probs[:, 2] == 0)
+    assert probs.argmax(axis=1).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="knows none"):
+        zero_shot_probs(pooled, np.zeros(3, dtype=bool))
+
+
+def test_fusion_fitted_on_validation_beats_each_part_on_held_out_data():
+    k = 8
+    known = np.array([True] * 6 + [False] * 2)
+    val = _simulated(300, k, known, seed=0)
+    test = _simulated(600, k, known, seed=1)
+    fusion, losses = fit_fusion(val[0], val[1], val[2], known, val[3], class_bias_l2=1.0)
+    assert set(losses) == {"mean", "max", "top3_mean"} and fusion.pooling in losses
+    assert fusion.a > 0 and fusion.b > 0  # both models carry information
+    model, frame_logits, bounds, y = test
+    pooled = pool_logits(frame_logits, bounds, fusion.pooling) * known
+    fused = fusion.probs(model, pooled, known).argmax(axis=1)
+    model_acc = (model.argmax(axis=1) == y).mean()
+    zero_shot_acc = (zero_shot_probs(pooled, known).argmax(axis=1) == y).mean()
+    fused_acc = (fused == y).mean()
+    assert fused_acc > max(model_acc, zero_shot_acc) + 0.05
+    unknown = ~known[y]  # species BirdNET lacks are still found, through the model
+    assert (fused[unknown] == y[unknown]).mean() > 0.3
+    assert Fusion.from_dict(fusion.to_dict()) == fusion
+
+
+def test_embedding_heads_standardise_each_dimension_inside_the_model():
+    shape = InputShape(1, 16, 1)
+    mean = [[float(i) for i in range(16)]]
+    std = [[2.0] * 16]
+    for name, hidden in (("embedding_linear", None), ("embedding_mlp", 32)):
+        params = ModelParams(name=name, embedding={"hidden_size": hidden or 512, "dropout": 0.0})
+        model = build_model(params, 5, shape, mean, std).eval()
+        assert isinstance(model.standardize, Standardize) and model.standardize.mean.shape == (1, 1, 16, 1)
+        x = torch.arange(16, dtype=torch.float32).view(1, 1, 16, 1)  # exactly the mean: standardises to 0
+        assert torch.allclose(model.standardize(x), torch.zeros_like(x))
+        assert model(torch.randn(3, 1, 16, 2)).shape == (3, 5)
+        head_in = model.head.in_features
+        assert head_in == (16 if hidden is None else 32)
+
+
+def test_embedding_models_and_birdnet_features_go_together():
+    with pytest.raises(ParamsError, match="go together"):
+        validate_params({"model": {"name": "embedding_mlp"}})
+    with pytest.raises(ParamsError, match="go together"):
+        validate_params({"features": {"kind": "birdnet"}})
+    with pytest.raises(ParamsError, match="act on spectrograms"):
+        validate_params(
+            {"features": {"kind": "birdnet"}, "model": {"name": "embedding_mlp"}, "augment": {"gain_db": 6.0}}
+        )
+    with pytest.raises(ParamsError, match=r"needs features\.kind: birdnet"):
+        validate_params({"model": {"fusion": {"method": "birdnet"}}})
+    ok = validate_params(
+        {"features": {"kind": "birdnet"}, "model": {"name": "embedding_linear", "fusion": {"method": "birdnet"}}}
+    )
+    assert ok.features.birdnet.hop_seconds == 3.0
