@@ -5,26 +5,28 @@ top 3 windows) and turned into probabilities by a softmax over the species BirdN
 lacks is never predicted.
 
 Fusion (``model.fusion.method: birdnet``, the study's phase-4 late-fusion design applied to two audio
-models): per recording i and species c,
+models), per recording: BirdNET speaks for the species it knows, the trained model for those it lacks,
+and a weighted geometric mean blends the two,
 
-    s_ic = a * log p_ic  +  b * z_ic * known_c  +  d * (1 - known_c)  +  bias_c
+    q_c = zero_shot_c * P_model(known species)   if BirdNET knows c,   q_c = p_c   otherwise
+    fused_c  proportional to  p_c ** w * q_c ** (1 - w)
 
-where p is the trained model's recording probability and z BirdNET's pooled logit. ``a`` and ``b`` weigh
-the two models, ``d`` calibrates the species BirdNET lacks against those it knows, and ``bias_c`` (L2
-penalised, ``model.fusion.class_bias_l2``) calibrates each species. Everything, the pooling included, is
-fitted on the validation split only, by penalised log-likelihood (a conditional-logit model): a handful
-of values, so a validation split of a few dozen recordings suffices. The fitted values live in the model
-bundle, so evaluate and predict apply the same fusion.
+so ``w = 1`` is the trained model alone and ``w = 0`` BirdNET alone (with the model's say for the species
+it lacks). The weight and the pooling of BirdNET's window logits are chosen on the validation split only
+(F1-macro, ties broken by log-loss), from the grids ``model.fusion.weights`` and ``model.fusion.poolings``:
+one or two numbers, because a validation split of a few dozen recordings cannot fit more without
+overfitting (a conditional-logit stacker with per-species biases gained on val and lost on test here).
+The chosen values live in the model bundle, so evaluate and predict apply the same fusion.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 POOLINGS = ("mean", "max", "top3_mean")
 EPS = 1e-6
@@ -58,52 +60,21 @@ def zero_shot_probs(pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Fusion:
     pooling: str
-    a: float
-    b: float
-    d: float
-    bias: list[float]
-
-    def scores(self, model_probs: np.ndarray, pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
-        known_f = known.astype(np.float64)
-        return (
-            self.a * np.log(model_probs + EPS)
-            + self.b * pooled * known_f
-            + self.d * (1.0 - known_f)
-            + np.asarray(self.bias)
-        )
+    weight: float  # of the trained model; 1 - weight goes to BirdNET
 
     def probs(self, model_probs: np.ndarray, pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
-        return softmax(self.scores(model_probs, pooled, known), axis=1)
+        """Fused recording probabilities from the model's and BirdNET's pooled logits (recordings, species)."""
+        q = model_probs.astype(np.float64).copy()
+        q[:, known] = zero_shot_probs(pooled, known)[:, known] * model_probs[:, known].sum(axis=1, keepdims=True)
+        log = self.weight * np.log(model_probs + EPS) + (1.0 - self.weight) * np.log(q + EPS)
+        return softmax(log, axis=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fusion:
-        return cls(data["pooling"], data["a"], data["b"], data["d"], list(data["bias"]))
-
-
-def _fit_one(log_p: np.ndarray, z: np.ndarray, unknown: np.ndarray, y: np.ndarray, l2: float | None):
-    n, k = log_p.shape
-    onehot = np.eye(k)[y]
-    use_bias = l2 is not None
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        a, b, d = theta[:3]
-        bias = theta[3:] if use_bias else np.zeros(k)
-        scores = a * log_p + b * z + d * unknown + bias
-        log_probs = log_softmax(scores, axis=1)
-        residual = np.exp(log_probs) - onehot  # d(-loglik)/d(scores)
-        loss = -float((log_probs * onehot).sum())
-        grad = [float((residual * log_p).sum()), float((residual * z).sum()), float((residual * unknown).sum())]
-        if use_bias:
-            loss += l2 * float(np.square(bias).sum())
-            return loss, np.concatenate([grad, residual.sum(axis=0) + 2.0 * l2 * bias])
-        return loss, np.array(grad)
-
-    start = np.concatenate([[1.0, 1.0, 0.0], np.zeros(k if use_bias else 0)])
-    result = minimize(objective, start, jac=True, method="L-BFGS-B")
-    return result.x, float(result.fun) / n
+        return cls(data["pooling"], float(data["weight"]))
 
 
 def fit_fusion(
@@ -112,28 +83,26 @@ def fit_fusion(
     bounds: np.ndarray,
     known: np.ndarray,
     y_true: np.ndarray,
-    poolings: list[str] | tuple[str, ...] = POOLINGS,
-    class_bias_l2: float | None = 1.0,
-) -> tuple[Fusion, dict[str, float]]:
-    """Fit the fusion on validation recordings; returns it and the penalised log-loss of each pooling."""
+    poolings: Sequence[str] = ("mean",),
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+) -> tuple[Fusion, dict[str, dict[str, float]]]:
+    """Choose pooling and weight on validation recordings; returns the fusion and every candidate's scores."""
     if not known.any():
         raise ValueError("BirdNET knows none of the species: there is nothing to fuse")
-    log_p = np.log(model_probs + EPS)
-    unknown = np.tile((~known).astype(np.float64), (len(y_true), 1))
-    best: tuple[float, str, np.ndarray] | None = None
-    losses = {}
+    from birdpipe.metrics import classification_metrics
+
+    counts = np.ones(model_probs.shape[1])
+    best: tuple[float, float, Fusion] | None = None
+    scores: dict[str, dict[str, float]] = {}
     for pooling in poolings:
-        z = pool_logits(frame_logits, bounds, pooling) * known
-        theta, loss = _fit_one(log_p, z, unknown, y_true, class_bias_l2)
-        losses[pooling] = round(loss, 6)
-        if best is None or loss < best[0]:
-            best = (loss, pooling, theta)
+        pooled = pool_logits(frame_logits, bounds, pooling) * known
+        for weight in weights:
+            candidate = Fusion(pooling, float(weight))
+            probs = candidate.probs(model_probs, pooled, known)
+            f1 = classification_metrics(y_true, probs, counts, 1)["f1_macro"]
+            log_loss = float(-np.log(probs[np.arange(len(y_true)), y_true] + EPS).mean())
+            scores[f"{pooling} w={weight:g}"] = {"val_f1_macro": round(f1, 6), "val_log_loss": round(log_loss, 6)}
+            if best is None or (f1, -log_loss) > (best[0], -best[1]):
+                best = (f1, log_loss, candidate)
     assert best is not None
-    _, pooling, theta = best
-    k = model_probs.shape[1]
-    bias = theta[3:] if class_bias_l2 is not None else np.zeros(k)
-    fusion = Fusion(
-        pooling, round(float(theta[0]), 6), round(float(theta[1]), 6), round(float(theta[2]), 6),
-        [round(float(v), 6) for v in bias],
-    )  # fmt: skip
-    return fusion, losses
+    return best[2], scores

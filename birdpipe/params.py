@@ -210,19 +210,26 @@ class EmbeddingHeadParams(Section):
 
 
 class FusionParams(Section):
-    """Late fusion of the trained model with BirdNET's own classifier, fitted on validation only."""
+    """Late fusion of the trained model with BirdNET's own classifier, chosen on validation only."""
 
     method: Literal["none", "birdnet"] = Field(
         "none",
-        description="birdnet: per species, a*log p_model + b*z_birdnet, with an offset for species BirdNET lacks; "
-        "a, b, the offset, the pooling of BirdNET's window logits and a per-species bias (L2) fitted on val",
+        description="birdnet: BirdNET speaks for the species it knows, the model for the others; a weighted "
+        "geometric mean of the two, weight and pooling chosen on val (birdpipe/fusion.py)",
+    )
+    weights: list[float] = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0], description="weights of the trained model tried on val (1 = the model alone)"
     )
     poolings: list[Literal["mean", "max", "top3_mean"]] = Field(
-        ["mean", "max", "top3_mean"], description="poolings of BirdNET window logits tried on val"
+        ["mean"], description="poolings of BirdNET's window logits per recording tried on val"
     )
-    class_bias_l2: float | None = Field(
-        1.0, ge=0.0, description="L2 strength of the per-species bias fitted on val (null = no per-species bias)"
-    )
+
+    @field_validator("weights")
+    @classmethod
+    def _unit(cls, value: list[float]) -> list[float]:
+        if not value or min(value) < 0 or max(value) > 1:
+            raise ValueError("weights must be a non-empty list of numbers in [0, 1]")
+        return value
 
 
 class ModelParams(Section):

@@ -410,7 +410,7 @@ def fit(
     fusion = fit_birdnet_fusion(module.model, cache, val, window, hop, params, device) if (
         params.model.fusion.method == "birdnet") else None  # fmt: skip
     if fusion is not None:
-        metrics["fusion"] = {k: v for k, v in fusion.items() if k in ("applicable", "pooling", "a", "b", "d")}
+        metrics["fusion"] = {k: v for k, v in fusion.items() if k in ("applicable", "pooling", "weight")}
     (checkpoint_dir / "complete").write_text(fingerprint + "\n")
     info = {
         "species": species,
@@ -452,9 +452,9 @@ def fit_birdnet_fusion(
     probs = aggregate(window_probs, dataset.window_recording, len(val), evaluate.aggregate, evaluate.topk)
     bounds = val[["start", "stop"]].to_numpy()
     options = params.model.fusion
-    fusion, losses = fit_fusion(probs, cache.birdnet_logits["val"], bounds, known, val["label_index"].to_numpy(),
-                                options.poolings, options.class_bias_l2)  # fmt: skip
-    return {"applicable": True, **fusion.to_dict(), "val_log_loss_by_pooling": losses}
+    fusion, scores = fit_fusion(probs, cache.birdnet_logits["val"], bounds, known, val["label_index"].to_numpy(),
+                                options.poolings, options.weights)  # fmt: skip
+    return {"applicable": True, **fusion.to_dict(), "val_candidates": scores}
 
 
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> Path | None:

@@ -51,9 +51,11 @@ def test_fusion_fitted_on_validation_beats_each_part_on_held_out_data():
     known = np.array([True] * 6 + [False] * 2)
     val = _simulated(300, k, known, seed=0)
     test = _simulated(600, k, known, seed=1)
-    fusion, losses = fit_fusion(val[0], val[1], val[2], known, val[3], class_bias_l2=1.0)
-    assert set(losses) == {"mean", "max", "top3_mean"} and fusion.pooling in losses
-    assert fusion.a > 0 and fusion.b > 0  # both models carry information
+    fusion, scores = fit_fusion(val[0], val[1], val[2], known, val[3], poolings=["mean", "max"])
+    assert len(scores) == 10 and f"{fusion.pooling} w={fusion.weight:g}" in scores
+    assert 0.0 < fusion.weight < 1.0  # both models carry information
+    head_alone = Fusion(fusion.pooling, 1.0)
+    assert np.allclose(head_alone.probs(val[0], np.zeros_like(val[0]), known), val[0], atol=1e-4)
     model, frame_logits, bounds, y = test
     pooled = pool_logits(frame_logits, bounds, fusion.pooling) * known
     fused = fusion.probs(model, pooled, known).argmax(axis=1)
@@ -92,6 +94,8 @@ def test_embedding_models_and_birdnet_features_go_together():
         )
     with pytest.raises(ParamsError, match=r"needs features\.kind: birdnet"):
         validate_params({"model": {"fusion": {"method": "birdnet"}}})
+    with pytest.raises(ParamsError, match=r"model\.fusion\.weights"):
+        validate_params({"model": {"fusion": {"weights": [0.5, 2.0]}}})
     ok = validate_params(
         {"features": {"kind": "birdnet"}, "model": {"name": "embedding_linear", "fusion": {"method": "birdnet"}}}
     )
