@@ -11,6 +11,7 @@ then holds only the rest, so no weight is stored twice. :func:`load_bundle` need
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,28 @@ from birdpipe.params import ModelParams
 BUNDLE_FORMAT = 1
 REQUIRED = ("bundle.json", "model.pt")
 REQUIRED_KEYS = ("species", "feature_config", "window_seconds", "hop_seconds", "aggregate", "model", "input_shape")
+# What torch.load raises on a damaged file: a cut zip archive (RuntimeError from the stream reader), a cut
+# legacy pickle (EOFError, often without a message), a short read (OSError), a byte flipped in the pickle
+# (UnicodeDecodeError, a ValueError) or a global the weights-only unpickler refuses (UnpicklingError).
+UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
 
 
 class BundleError(PipelineError):
     """A model folder that is incomplete or does not fit the request."""
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an error message: the first specific line of ``exc``, or its type when it says nothing.
+
+    ``load_state_dict`` opens with a bare "Error(s) in loading state_dict for ...:" and lists the problems
+    below it, so the first of those is what the user needs; the rest stay on ``__cause__``.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[1] + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+    return lines[0]
 
 
 @dataclass
@@ -81,16 +100,16 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
         raise BundleError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
     try:
         info = json.loads((folder / "bundle.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{folder / 'bundle.json'} is not valid JSON ({exc})") from None
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for a binary file
+        raise BundleError(f"{folder / 'bundle.json'} is not valid JSON ({_reason(exc)})") from exc
     absent = [key for key in REQUIRED_KEYS if key not in info]
     if absent:
         raise BundleError(f"{folder / 'bundle.json'} lacks {', '.join(absent)}")
     try:
         config = FeatureConfig.from_dict(info["feature_config"])
         model_params = ModelParams.model_validate(info["model"])
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"{folder / 'bundle.json'} has a broken feature or model config ({exc})") from None
+    except (TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise BundleError(f"{folder / 'bundle.json'} has a broken feature or model config ({_reason(exc)})") from exc
     expected = {"channels": config.channels, "bins": config.bins}
     mismatch = [f"{k} {info['input_shape'].get(k)} (features give {v})" for k, v in expected.items()
                 if info["input_shape"].get(k) != v]  # fmt: skip
@@ -109,11 +128,17 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
         model_params, len(info["species"]), shape, norm.get("mean"), norm.get("std"), ast_stats=info.get("ast_stats")
     )
     try:
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
-        if model_params.name in TRANSFORMERS:  # the backbone's weights came from backbone/
-            state = {**{k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}, **state}
+        saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    except UNREADABLE as exc:
+        raise BundleError(f"{folder / 'model.pt'} cannot be read, damaged or not a bundle's ({_reason(exc)})") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("state_dict"), dict):
+        raise BundleError(f"{folder / 'model.pt'} holds no state_dict (not written by save_bundle)")
+    state = saved["state_dict"]
+    if model_params.name in TRANSFORMERS:  # the backbone's weights came from backbone/
+        state = {**{k: v for k, v in model.state_dict().items() if k.startswith(BACKBONE_PREFIX)}, **state}
+    try:
         model.load_state_dict(state)
-    except Exception as exc:
-        raise BundleError(f"{folder / 'model.pt'} does not match bundle.json ({str(exc).splitlines()[0]})") from None
+    except RuntimeError as exc:  # missing, unexpected or differently shaped weights
+        raise BundleError(f"{folder / 'model.pt'} does not match bundle.json ({_reason(exc)})") from exc
     model.to(device).eval()
     return Bundle(model, info, folder)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from birdpipe.errors import PipelineError
 from birdpipe.evaluation import batch_probabilities
 from birdpipe.features import FeatureExtractor
 from birdpipe.metrics import aggregate
+from birdpipe.outputs import atomic_path
 
 RAVEN_COLUMNS = (
     "Selection",
@@ -341,98 +342,69 @@ def raven_name(path: Path, out_dir: Path, root: Path | None) -> Path:
     return out_dir / relative.parent / f"{relative.stem}.selections.txt"
 
 
+SUMMARY_COLUMNS = ("file", "status", "reason", "duration_s", "windows", "label", "scientific_name", "english_name",
+                   "confidence", "second", "second_confidence")  # fmt: skip
+RAVEN_DIALECT = {"delimiter": "\t", "lineterminator": "\n"}  # detections.csv and summary.csv keep csv's \r\n
+
+
+def _write_rows(target: Path, header: Sequence[str], rows: Iterable[Sequence], **dialect: str) -> Path:
+    """A CSV (or tab-separated) file written whole or not at all: a failure mid-write leaves the previous file."""
+    with atomic_path(target) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle, **dialect)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return target
+
+
+def _detection_rows(
+    bundle: Bundle, found: list[tuple[RecordingPrediction, list[tuple]]], root: Path | None
+) -> Iterator[list]:
+    species = bundle.species
+    for prediction, rows in found:
+        name = _display(prediction.path, root)
+        for _, begin, end, c, confidence in rows:
+            yield [name, f"{begin:.3f}", f"{end:.3f}", species[c], *_names(bundle, species[c]), f"{confidence:.4f}"]
+
+
+def _raven_rows(bundle: Bundle, prediction: RecordingPrediction, found: list[tuple]) -> Iterator[list]:
+    config = bundle.feature_config
+    low, high = max(config.fmin, config.highpass_hz), config.fmax or config.sample_rate / 2
+    recording = str(prediction.path.resolve())  # Raven opens the recording from here
+    for selection, (_, begin, end, c, confidence) in enumerate(found, 1):
+        label = _names(bundle, bundle.species[c])[1] or bundle.species[c]
+        yield [selection, "Spectrogram 1", 1, f"{begin:.3f}", f"{end:.3f}", f"{low:.1f}", f"{high:.1f}", label,
+               f"{confidence:.4f}", recording]  # fmt: skip
+
+
+def _summary_rows(run: PredictRun, bundle: Bundle, root: Path | None) -> Iterator[list]:
+    species = bundle.species
+    for prediction in run.recordings:
+        order = np.argsort(-prediction.probs, kind="stable")
+        best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+        yield [_display(prediction.path, root), "ok", prediction.note, f"{prediction.duration:.3f}",
+               len(prediction.starts), species[best], *_names(bundle, species[best]), f"{prediction.probs[best]:.6f}",
+               species[second], f"{prediction.probs[second]:.6f}"]  # fmt: skip
+    for skipped, reason in run.skipped:
+        yield [_display(skipped, root), "skipped", reason, "", "", "", "", "", "", "", ""]
+
+
 def write_outputs(
     run: PredictRun, bundle: Bundle, options: PredictOptions, out_dir: Path, fmt: str = "both", root: Path | None = None
 ) -> dict[str, Path]:
-    """Write detections.csv and/or Raven tables, and summary.csv (every file, skipped ones with a reason)."""
+    """Write detections.csv and/or Raven tables, and summary.csv (every file, skipped ones with a reason).
+
+    Each file is written atomically, summary.csv last; detections are computed once per recording for both.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    species = bundle.species
-    config = bundle.feature_config
-    low = max(config.fmin, config.highpass_hz)
-    high = config.fmax or config.sample_rate / 2
+    found = [(r, detections(bundle, r, options.top_k, options.min_confidence)) for r in run.recordings]
     written: dict[str, Path] = {}
     if fmt in ("csv", "both"):
-        path = out_dir / "detections.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(DETECTION_COLUMNS)
-            for prediction in run.recordings:
-                name = _display(prediction.path, root)
-                for _, begin, end, c, confidence in detections(
-                    bundle, prediction, options.top_k, options.min_confidence
-                ):
-                    writer.writerow(
-                        [
-                            name,
-                            f"{begin:.3f}",
-                            f"{end:.3f}",
-                            species[c],
-                            *_names(bundle, species[c]),
-                            f"{confidence:.4f}",
-                        ]
-                    )
-        written["detections"] = path
+        rows = _detection_rows(bundle, found, root)
+        written["detections"] = _write_rows(out_dir / "detections.csv", DETECTION_COLUMNS, rows)
     if fmt in ("raven", "both"):
-        for prediction in run.recordings:
-            path = raven_name(prediction.path, out_dir, root)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="") as handle:
-                writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-                writer.writerow(RAVEN_COLUMNS)
-                rows = detections(bundle, prediction, options.top_k, options.min_confidence)
-                for selection, (_, begin, end, c, confidence) in enumerate(rows, 1):
-                    label = _names(bundle, species[c])[1] or species[c]
-                    writer.writerow(
-                        [
-                            selection,
-                            "Spectrogram 1",
-                            1,
-                            f"{begin:.3f}",
-                            f"{end:.3f}",
-                            f"{low:.1f}",
-                            f"{high:.1f}",
-                            label,
-                            f"{confidence:.4f}",
-                            str(prediction.path.resolve()),  # Raven opens the recording from here
-                        ]
-                    )
+        for prediction, rows in found:
+            target = raven_name(prediction.path, out_dir, root)
+            _write_rows(target, RAVEN_COLUMNS, _raven_rows(bundle, prediction, rows), **RAVEN_DIALECT)
         written["raven"] = out_dir
-    path = out_dir / "summary.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "file",
-                "status",
-                "reason",
-                "duration_s",
-                "windows",
-                "label",
-                "scientific_name",
-                "english_name",
-                "confidence",
-                "second",
-                "second_confidence",
-            ]
-        )
-        for prediction in run.recordings:
-            order = np.argsort(-prediction.probs, kind="stable")
-            best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
-            writer.writerow(
-                [
-                    _display(prediction.path, root),
-                    "ok",
-                    prediction.note,
-                    f"{prediction.duration:.3f}",
-                    len(prediction.starts),
-                    species[best],
-                    *_names(bundle, species[best]),
-                    f"{prediction.probs[best]:.6f}",
-                    species[second],
-                    f"{prediction.probs[second]:.6f}",
-                ]
-            )
-        for skipped, reason in run.skipped:
-            writer.writerow([_display(skipped, root), "skipped", reason, "", "", "", "", "", "", "", ""])
-    written["summary"] = path
+    written["summary"] = _write_rows(out_dir / "summary.csv", SUMMARY_COLUMNS, _summary_rows(run, bundle, root))
     return written

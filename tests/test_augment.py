@@ -37,19 +37,42 @@ def test_specaugment_probability_zero_and_one():
     assert 0.35 < changed < 0.65
 
 
-def test_mixup_gives_convex_mixtures_and_soft_targets_that_sum_to_one():
+def test_mixup_gives_convex_mixtures_with_the_lambda_of_their_soft_targets():
     torch.manual_seed(2)
-    x = torch.randn(32, 1, 8, 8)
-    labels = torch.arange(32) % 5
-    _out, target = augmenter(mixup={"p": 1.0, "alpha": 0.4})(x, labels)
-    assert target.shape == (32, 5)
-    np.testing.assert_allclose(target.sum(dim=1).numpy(), np.ones(32), rtol=1e-6)
-    lam = target[torch.arange(32), labels]  # lambda (or 1 - lambda when both labels agree it is 1)
-    mixed_pairs = lam < 0.999
-    assert mixed_pairs.any()
-    # each output is a convex combination of two inputs with the same weights as its target
-    weights = target.max(dim=1).values
-    assert torch.all((weights >= 0.5) & (weights <= 1.0))
+    n = 32
+    x = torch.randn(n, 1, 8, 8)
+    labels = torch.arange(n)  # one class per example: each target row names the two rows that were mixed
+    out, target = augmenter(mixup={"p": 1.0, "alpha": 0.4}, n_classes=n)(x, labels)
+    assert out.shape == x.shape and target.shape == (n, n)
+    assert torch.all(target >= 0)
+    np.testing.assert_allclose(target.sum(dim=1).numpy(), np.ones(n), rtol=1e-6)
+    lam = target[torch.arange(n), labels]  # the weight of each row's own example
+    partner = torch.where(lam < 1, (target - torch.diag(lam)).argmax(dim=1), labels)  # the row mixed in
+    assert sorted(partner.tolist()) == list(range(n))  # a shuffle of the batch
+    mixed = partner != labels
+    assert mixed.sum() >= n - 4  # a random permutation leaves few rows in place
+    assert torch.allclose(lam[mixed], lam[mixed][0])  # one lambda per batch
+    assert 0 < float(lam[mixed][0]) < 1
+    expected = lam.view(-1, 1, 1, 1) * x + (1 - lam).view(-1, 1, 1, 1) * x[partner]
+    torch.testing.assert_close(out, expected)  # the inputs mixed with the same lambda as the targets
+
+
+def test_mixup_off_leaves_the_batch_and_labels_untouched_and_is_seeded():
+    x = torch.randn(16, 1, 8, 8)
+    labels = torch.arange(16) % 5
+    out, target = augmenter(mixup={"p": 0.0, "alpha": 0.4})(x, labels)
+    assert torch.equal(out, x) and torch.equal(target, labels)
+    on = augmenter(mixup={"p": 1.0, "alpha": 0.4})
+    runs = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        runs.append(on(x, labels))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])  # same seed, same mix
+    assert not torch.equal(runs[0][0], runs[2][0])
+    half = augmenter(mixup={"p": 0.5, "alpha": 0.4})
+    torch.manual_seed(9)
+    soft = sum(half(x, labels)[1].dim() == 2 for _ in range(400)) / 400  # p is per batch, not per example
+    assert 0.4 < soft < 0.6
 
 
 def test_noise_is_mixed_at_the_requested_snr():

@@ -223,3 +223,40 @@ def test_phases_run_outside_the_workspace_and_data_paths_become_absolute(tmp_pat
     assert _absolute_source({"data.source": "/abs/meta.csv"}) == {"data.source": "/abs/meta.csv"}
     Path("params.yaml").write_text("data: {source: synthetic}\n")
     assert _absolute_source({"seed": 1}) == {"seed": 1}
+
+
+def test_phases_cli_lists_phases_and_prints_dry_run_commands(monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from birdpipe import phases as phases_module
+    from birdpipe.__main__ import main
+
+    listed = subprocess.run([sys.executable, "-m", "birdpipe", "phases", "list"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    base, phases = load_phases(ROOT / "phases.yaml")
+    assert [line.split(":")[0] for line in listed.splitlines() if not line.startswith(" ")] == list(phases)
+    assert f"transfer_birdnet_mlp: {phases['transfer_birdnet_mlp'].description}" in listed
+
+    monkeypatch.chdir(ROOT)  # phases.yaml and params.yaml are read from the working directory
+    monkeypatch.setattr(phases_module.subprocess, "run", lambda *a, **k: pytest.fail("a dry run ran dvc"))
+    argv = ["phases", "run", "transfer_birdnet_mlp", "--dry-run", "--seeds", "0", "1", "--prefix", "x_"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    # a relative data.source in params.yaml would come along, made absolute for the temporary copy
+    expected = phases["transfer_birdnet_mlp"].overrides(base, False, phases_module._absolute_source({}))
+    for seed, line in zip((0, 1), lines, strict=True):
+        words = line.split()
+        assert words[:6] == ["dvc", "exp", "run", "-n", f"x_transfer_birdnet_mlp_s{seed}", "--temp"]
+        assert words[6::2] == ["-S"] * len(words[7::2])  # every override is an -S pair
+        sets = dict(item.split("=", 1) for item in words[7::2])
+        assert sets == {**{k: hydra_value(v) for k, v in expected.items()}, "seed": str(seed)}
+    assert "model.name=embedding_mlp" in lines[0] and "--queue" not in lines[0] and "--force" not in lines[0]
+
+    assert main(["phases", "queue", "transfer_birdnet_mlp", "--dry-run", "--force"]) == 0
+    assert capsys.readouterr().out.split()[4:7] == ["transfer_birdnet_mlp", "--queue", "--force"]
+    assert main(["phases", "validate", "phase0_cnn", "transfer_birdnet_mlp"]) == 0
+    assert capsys.readouterr().out.strip() == "2 phases validate against the params schema"
+    assert main(["phases", "run", "no_such_phase", "--dry-run"]) == 2
+    assert "unknown phase(s) no_such_phase" in capsys.readouterr().err

@@ -238,3 +238,89 @@ def test_relative_paths_stay_as_named_and_raven_tables_stay_in_the_output_folder
     assert tables == [work / "out" / "dawn.selections.txt"]
     raven = list(csv.DictReader(tables[0].read_text().splitlines(), delimiter="\t"))
     assert {row["Begin Path"] for row in raven} == {str(wav.resolve())}  # Raven opens the file from anywhere
+
+
+def _copy_bundle(source: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for file in source.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("cut", [0, 10, 0.5])
+def test_truncated_model_pt_gives_a_one_line_bundle_error_with_its_cause(bundle_dir, tmp_path, cut):
+    folder = _copy_bundle(bundle_dir, tmp_path / "models")
+    data = (folder / "model.pt").read_bytes()
+    (folder / "model.pt").write_bytes(data[: int(cut * len(data)) if isinstance(cut, float) else cut])
+    with pytest.raises(BundleError, match=r"model\.pt cannot be read") as caught:
+        load_bundle(folder)
+    message = str(caught.value)
+    assert "\n" not in message and not message.endswith("()")  # one line, never an empty reason
+    assert isinstance(caught.value.__cause__, (RuntimeError, EOFError, OSError))
+
+
+def test_model_pt_of_another_model_names_the_mismatch_and_keeps_the_cause(bundle_dir, tmp_path):
+    folder = _copy_bundle(bundle_dir, tmp_path / "models")
+    info = json.loads((folder / "bundle.json").read_text())
+    norm = info["normalization"]
+    shape = InputShape(**info["input_shape"])
+    other = build_model(ModelParams(name="audio_cnn"), len(info["species"]) + 1, shape, norm["mean"], norm["std"])
+    torch.save({"format": 1, "state_dict": other.state_dict()}, folder / "model.pt")
+    with pytest.raises(BundleError, match=r"model\.pt does not match bundle\.json .*size mismatch") as caught:
+        load_bundle(folder)
+    assert "\n" not in str(caught.value) and isinstance(caught.value.__cause__, RuntimeError)
+    torch.save({"weights": {}}, folder / "model.pt")  # a torch file, but not a bundle's
+    with pytest.raises(BundleError, match=r"model\.pt holds no state_dict"):
+        load_bundle(folder)
+    (folder / "bundle.json").write_text("{not json")
+    with pytest.raises(BundleError, match="is not valid JSON") as caught:
+        load_bundle(folder)
+    assert isinstance(caught.value.__cause__, json.JSONDecodeError)
+
+
+def _two_recordings(bundle_dir: Path, tmp_path: Path):
+    bundle = load_bundle(bundle_dir)
+    options = PredictOptions(min_confidence=0.0)
+    wavs = [write_wav(tmp_path / "in" / f"{n}.wav", 5.0, seed=n) for n in range(2)]
+    return bundle, options, Predictor(bundle, options, "cpu").run(wavs, progress=False)
+
+
+def test_detections_are_computed_once_per_recording(bundle_dir, tmp_path, monkeypatch):
+    from birdpipe import predict
+
+    bundle, options, run = _two_recordings(bundle_dir, tmp_path)
+    calls = []
+    real = predict.detections
+    monkeypatch.setattr(predict, "detections", lambda *args: calls.append(args[1].path) or real(*args))
+    write_outputs(run, bundle, options, tmp_path / "out", "both")
+    assert calls == [r.path for r in run.recordings]  # one pass feeds detections.csv and the Raven tables
+
+
+@pytest.mark.parametrize("fmt", ["csv", "raven"])
+def test_a_failure_mid_write_leaves_the_previous_outputs_and_no_partial_file(bundle_dir, tmp_path, monkeypatch, fmt):
+    bundle, options, run = _two_recordings(bundle_dir, tmp_path)
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    write_outputs(run, bundle, options, out, fmt)
+    before = {p: p.read_bytes() for p in out.rglob("*")}
+    real_writer = csv.writer
+
+    class FailingWriter:  # the first file written fails at its second detection, after the header and one row
+        def __init__(self, handle, *args, **kwargs) -> None:
+            self.inner, self.rows = real_writer(handle, *args, **kwargs), 0
+
+        def writerow(self, row):
+            if self.rows == 2:
+                raise OSError(5, "Input/output error")  # EIO: passes through atomic_path as it is
+            self.rows += 1
+            return self.inner.writerow(row)
+
+        def writerows(self, rows):
+            for row in rows:
+                self.writerow(row)
+
+    monkeypatch.setattr(csv, "writer", FailingWriter)
+    for folder in (out, fresh):
+        with pytest.raises(OSError, match="Input/output error"):
+            write_outputs(run, bundle, options, folder, fmt)
+    assert {p: p.read_bytes() for p in out.rglob("*")} == before  # the last complete outputs, untouched
+    assert [p.name for p in fresh.rglob("*")] == []  # nothing half-written, no temporary left behind
