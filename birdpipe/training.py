@@ -13,6 +13,11 @@
   fingerprint resumes from ``last.ckpt`` instead of starting over, so an interrupted ``dvc repro`` or
   ``dvc exp run`` continues where it stopped. The folder is deliberately not a DVC output: DVC leaves
   undeclared files alone, and a ``persist`` output would switch off the run-cache for the stage.
+  Queued and ``--temp`` experiments run in their own temporary copy of the repo, so each has its own
+  ``checkpoints/`` (git-ignored, so never copied in): parallel runs never share one.
+- A resumed run gives the same model as an uninterrupted one (bit for bit on CPU): ``last.ckpt`` is written at
+  the end of an epoch, and every random draw of epoch e (sampler, dropout, augmentation, MixUp, noise bank)
+  comes from a generator seeded by (seed, e) alone, so nothing depends on what ran before the interruption.
 - A loss that becomes NaN or infinite stops training with the epoch and step.
 """
 
@@ -22,6 +27,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from birdpipe.augment import Augmenter, NoiseBank
@@ -43,6 +50,7 @@ from birdpipe.ingest import cpu_workers
 from birdpipe.losses import ClassificationLoss, build_loss
 from birdpipe.metrics import aggregate, classification_metrics
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
+from birdpipe.outputs import atomic_path
 from birdpipe.params import Params, TrainParams
 
 MONITOR = "val/f1_macro"
@@ -101,6 +109,31 @@ def lr_factor(epoch: float, params: TrainParams) -> float:
     return 1.0
 
 
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every global generator from (seed, epoch) alone.
+
+    Lightning's checkpoints hold no random state: without this, a run resumed at epoch e would draw its dropout
+    masks, augmentations and MixUp partners from the state ``seed_everything`` left, not from where the
+    interrupted run's stream had got to by epoch e.
+    """
+    derived = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)  # CPU and every CUDA device
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their target and renamed into place, as every stage output is.
+
+    Lightning stages a checkpoint in the system temp folder and moves it over: a copy, not a rename, when that
+    folder is on another device, so a kill could leave a cut ``last.ckpt``; and its full-disk error names no file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+
 # ---------------------------------------------------------------------------------------- the module
 class LitClassifier(L.LightningModule):
     def __init__(
@@ -137,6 +170,7 @@ class LitClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_state()
+        seed_epoch(self.params.seed, self.current_epoch)  # before the epoch's first draw, on resume as on a fresh run
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, labels = batch
@@ -332,11 +366,15 @@ def fit(
 
     sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed)
     loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0}
+    # The loader draws its workers' base seed whenever it starts an epoch's iterator: from a generator of its own,
+    # not the global one that dropout and augmentation use (a resumed run starts its first iterator before the
+    # epoch's seed_epoch, an uninterrupted one after). Workers draw nothing random: the sampler picks crops.
     train_loader = DataLoader(
         TrainWindows(cache.arrays["train"], train, window),
         batch_size=train_params.batch_size,
         sampler=sampler,
         drop_last=len(sampler) > train_params.batch_size,
+        generator=torch.Generator().manual_seed(params.seed),
         **loader_args,
     )
     val_loader = DataLoader(
@@ -349,7 +387,10 @@ def fit(
     module = LitClassifier(model, loss, params, augmenter, val, train_counts, steps_per_epoch)
 
     fingerprint = training_fingerprint(params, fingerprint_inputs or [])
-    resume_from = _prepare_checkpoints(checkpoint_dir, fingerprint)
+    resume = _prepare_checkpoints(checkpoint_dir, fingerprint)
+    resume_from = resume[0] if resume is not None else None
+    if resume is not None and live_dir is not None:
+        _repair_live(Path(live_dir), resume[1] + 1)  # dvclive's step of epoch index e is e + 1
     logger = None
     if live_dir is not None:
         from dvclive.lightning import DVCLiveLogger
@@ -369,6 +410,7 @@ def fit(
         gradient_clip_algorithm="norm",
         accumulate_grad_batches=train_params.accumulate,
         callbacks=[checkpoint, stopper, timer, *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
         logger=logger if logger is not None else False,
         deterministic=True if device == "cpu" else "warn",
         num_sanity_val_steps=0,
@@ -457,13 +499,18 @@ def fit_birdnet_fusion(
     return {"applicable": True, **fusion.to_dict(), "val_candidates": scores}
 
 
-def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> Path | None:
-    """Resume point if an unfinished run with the same fingerprint left one; otherwise a clean folder."""
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> tuple[Path, int] | None:
+    """Resume point (``last.ckpt`` and its epoch index) if an unfinished run with the same fingerprint left one;
+    otherwise a clean folder."""
     marker = checkpoint_dir / "fingerprint"
     last = checkpoint_dir / "last.ckpt"
     finished = checkpoint_dir / "complete"
     if marker.exists() and marker.read_text().strip() == fingerprint and last.exists() and not finished.exists():
-        return last
+        try:  # mmap: reads the epoch without loading the weights; a truncated file fails here, not in Lightning
+            return last, int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+        except Exception as exc:  # whatever the reason (truncated by a kill, disk full), it means: start over
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"train: {last} is unreadable ({reason}); starting over")
     if checkpoint_dir.exists():
         for item in checkpoint_dir.iterdir():
             if item.is_file():
@@ -471,6 +518,32 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> Path | None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(fingerprint + "\n")
     return None
+
+
+def _repair_live(live_dir: Path, last_step: int) -> None:
+    """Make dvclive's files agree with a resume from the epoch whose step is ``last_step``.
+
+    A run killed after logging an epoch but before checkpointing it would otherwise show that epoch twice in
+    the curves once the resumed run logs it again; a row or summary cut short by the kill would break them.
+    """
+    summary = live_dir / "metrics.json"
+    try:
+        if summary.exists():
+            json.loads(summary.read_text())
+    except ValueError:
+        summary.unlink()  # dvclive rewrites it at the next epoch; the steps come from us, not from it
+    for path in sorted((live_dir / "plots").rglob("*.tsv")):
+        text = path.read_text()
+        lines = text.splitlines()[: None if text.endswith("\n") else -1]  # a last row without its line end was cut
+        header = lines[0].split("\t") if lines else []
+        if "step" not in header:
+            path.unlink()  # dvclive writes a new header into a missing file, never into an empty one
+            continue
+        column = header.index("step")
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split("\t")[column]) <= last_step]
+        if kept != text.splitlines():
+            with atomic_path(path) as temporary:
+                temporary.write_text("\n".join(kept) + "\n")
 
 
 def _read_history(module: LitClassifier, live_dir: str | Path | None) -> list[dict[str, float]]:

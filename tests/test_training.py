@@ -1,4 +1,8 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -8,8 +12,9 @@ import torch
 
 from birdpipe.bundle import BundleError, load_bundle, save_bundle
 from birdpipe.evaluation import evaluate_split
+from birdpipe.outputs import write_json
 from birdpipe.params import TrainParams, validate_params
-from birdpipe.training import LitClassifier, NonFiniteLossError, fit, lr_factor
+from birdpipe.training import LitClassifier, NonFiniteLossError, fit, lr_factor, training_fingerprint
 
 TINY = {"train": {"epochs": 2, "window_seconds": 1.0, "hop_seconds": 0.5, "batch_size": 8, "windows_per_recording": 4,
                   "threads": 2}}  # fmt: skip
@@ -73,6 +78,76 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(real_cache, tmp_p
     # a finished run is not resumed: the same params start over
     again = run_fit(real_cache, tmp_path, p)
     assert "resuming" not in capsys.readouterr().out and len(again.history) == 3
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KILLED_RUN = """
+import os, signal, sys
+import lightning as L
+from birdpipe.features import FeatureCache
+from birdpipe.outputs import read_json
+from birdpipe.params import validate_params
+from birdpipe.training import fit
+
+job = read_json(sys.argv[1])
+
+
+class Kill(L.Callback):  # SIGKILL, as `kill -9` sends: no hook, no cleanup, no final checkpoint
+    def _maybe(self, hook, trainer, batch_idx=None):
+        if [hook, trainer.current_epoch, batch_idx] == job["kill"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._maybe("batch", trainer, batch_idx)
+
+    def on_validation_end(self, trainer, module):  # after dvclive logged the epoch, before ModelCheckpoint saves it
+        self._maybe("validation_end", trainer)
+
+
+fit(validate_params(job["params"]), FeatureCache.open(job["cache"]), job["weights"], job["stats"],
+    checkpoint_dir="ck", live_dir="live", progress=False, callbacks=[Kill()])
+"""
+
+
+def killed_fit(real_cache, folder, p, kill):
+    """Run fit in a child process that SIGKILLs itself at ``kill`` = [hook, epoch index, batch index]."""
+    folder.mkdir(exist_ok=True)
+    job = {"params": p.model_dump(mode="json"), "cache": str(real_cache["root"] / "features"), "kill": kill,
+           "weights": real_cache["weights"], "stats": real_cache["stats"]}  # fmt: skip
+    write_json(job, folder / "job.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", KILLED_RUN, "job.json"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+def test_a_run_killed_mid_training_resumes_to_the_model_of_an_uninterrupted_run(real_cache, tmp_path, capsys):
+    augment = {"gain_db": 3.0, "specaugment": {"p": 0.5, "freq_mask": 4, "time_mask": 8}, "mixup": {"p": 0.5}}
+    p = params(train={**TINY["train"], "epochs": 3, "windows_per_recording": 2, "batch_size": 4}, augment=augment)
+    whole = run_fit(real_cache, tmp_path / "whole", p)
+    killed = tmp_path / "killed"
+    # killed after epoch 2 was logged but before its checkpoint: the resume redoes epoch 2 from last.ckpt (epoch 1)
+    killed_fit(real_cache, killed, p, ["validation_end", 1, None])
+    assert torch.load(killed / "ck" / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert len((killed / "live" / "plots" / "metrics" / "val" / "f1_macro.tsv").read_text().splitlines()) == 3
+    killed_fit(real_cache, killed, p, ["batch", 2, 1])  # resumed, then killed again in the middle of epoch 3
+    resumed = run_fit(real_cache, killed, p)
+    assert capsys.readouterr().out.count("resuming from") == 1  # this process's; the children's went to their pipes
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert resumed.history == whole.history
+    assert {**resumed.metrics["train"], "seconds": 0} == {**whole.metrics["train"], "seconds": 0}
+    for tsv in sorted((tmp_path / "whole" / "live" / "plots").rglob("*.tsv")):  # DVC plots them: no epoch twice
+        assert (killed / tsv.relative_to(tmp_path / "whole")).read_text() == tsv.read_text(), tsv.name
+
+
+def test_a_cut_last_checkpoint_starts_over_instead_of_crashing(real_cache, tmp_path, capsys):
+    p = params(train={**TINY["train"], "epochs": 1})
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "fingerprint").write_text(training_fingerprint(p, []) + "\n")  # the same run, so it would resume
+    (tmp_path / "ck" / "last.ckpt").write_bytes(b"PK\x03\x04" + bytes(100))  # a zip cut short, as a kill can leave
+    result = run_fit(real_cache, tmp_path, p)
+    assert "last.ckpt is unreadable" in capsys.readouterr().out and len(result.history) == 1
 
 
 def test_changed_params_do_not_resume(real_cache, tmp_path, capsys):
