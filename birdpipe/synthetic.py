@@ -82,12 +82,27 @@ log-mel windows reaches 83 % (macro F1 0.56) where the MFCC statistics reach 50 
 split, and spectrograms of medium-SNR recordings show the songs plainly, different in every individual.
 
 Speed. The default corpus (942 recordings, 2.3 h, 54 MB) takes about 47 s on 2 idle cores (92 CPU-s);
-about three quarters of that is libsndfile's MP3 encoder (about 115x real time per core).
+about three quarters of that is libsndfile's MP3 encoder (about 115x real time per core). Rendering in float64
+with CPU-independent contours (below) made it about 10 % slower (rendering 2.5 -> 4.5 CPU-s per 0.57 h of audio).
 
 Determinism. Every random draw comes from ``np.random.default_rng([seed, stream, *keys])`` keyed by
 species, recordist, site, individual or recording, never from shared state; each recording is rendered
 from its own key alone and libsndfile's MP3 encoder is deterministic, so the same params and seed give
 byte-identical files and CSV whatever ``workers`` is.
+
+Across machines. numpy picks its exp/log/sin/power kernels at run time by CPU (AVX-512, AVX2, baseline) and
+they differ in the last bits; rendered in float32, that changed the MP3s from one CPU to another. So the
+rendering is float64; frequency contours, which are summed into a phase where a last-bit difference grows
+with the syllable, use CPU-independent kernels (``_exp``, ``_pow``, ``_sin_turns``: + - * / only) and
+scalar draws the C library's ``math``; and :func:`render` rounds the samples to the 16-bit grid before the
+encoder. Measured with numpy's AVX-512 and its baseline kernels on one machine, the float64 samples differ by
+at most 4e-16 of full scale, 2e-17 on average, so a 16-bit sample changes with odds of ~1e-12 and the default
+corpus (1.8e8 samples) comes out byte-identical with odds of about 0.9999 (tests/test_synthetic.py compares
+the two). The MP3 encoder (LAME 3.100 inside soundfile's libsndfile) has no CPU-dependent path on x86-64
+(its SSE checks are compiled out). What the bytes still depend on: the versions pinned in requirements.txt
+(numpy's random streams and pocketfft, scipy, soundfile's libsndfile/LAME) and the C maths library (glibc's
+exp/log/pow/sin/cos, used by LAME and the scalar draws, pick FMA variants on CPUs with FMA, whose results can
+differ from the others in the last bit), so the claim is: same pinned wheels, x86-64 Linux, an FMA CPU.
 """
 
 from __future__ import annotations
@@ -120,6 +135,7 @@ POPULATION = (2, 6)  # birds of a species at a site: integers in [low, high)
 SESSION_CONTINUE = 0.35  # probability that a session goes on with one more recording (max 4)
 INDIVIDUAL_SD = {"pitch": 0.05, "tempo": 0.08, "syllable_pitch": 0.03, "syllable_duration": 0.08}
 MP3 = {"format": "MP3", "subtype": "MPEG_LAYER_III"}
+PCM_SCALE = 32768.0  # the rendered samples are rounded to the 16-bit grid (see render)
 
 # independent random streams: default_rng([seed, STREAM, ...keys])
 _NAMES, _SPECIES, _PLAN, _RECORDIST, _SITE, _INDIVIDUAL, _RECORDING = range(1, 8)
@@ -498,7 +514,7 @@ def _random_species(rng: np.random.Generator, sample_rate: int) -> dict[str, Any
     low, high = 2.3 * lo, 0.47 * hi
     if high < 1.2 * low:  # low sample rates: a narrower band
         low, high = 1.2 * lo, hi / 1.2
-    center = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    center = math.exp(rng.uniform(math.log(low), math.log(high)))
     k = int(rng.choice([3, 4, 4, 5, 5, 6]))
     kinds = list(rng.choice(_SYLLABLE_KINDS, size=k, p=_SYLLABLE_WEIGHTS))
     if all(kind in ("click", "buzz") for kind in kinds):
@@ -516,9 +532,9 @@ def _random_species(rng: np.random.Generator, sample_rate: int) -> dict[str, Any
         "levels_db": tuple(float(v) for v in rng.uniform(-8.0, 0.0, k)),
         "repeats": tuple(_repeats(rng, s) for s in syllables),
         "song_types": tuple(song_types),
-        "syllable_gap": float(np.exp(rng.uniform(np.log(0.02), np.log(0.15)))),
-        "phrase_gap": float(np.exp(rng.uniform(np.log(0.05), np.log(0.35)))),
-        "pause": float(np.exp(rng.uniform(np.log(0.8), np.log(5.0)))),
+        "syllable_gap": math.exp(rng.uniform(math.log(0.02), math.log(0.15))),
+        "phrase_gap": math.exp(rng.uniform(math.log(0.05), math.log(0.35))),
+        "pause": math.exp(rng.uniform(math.log(0.8), math.log(5.0))),
         "call": _syllable(rng, str(rng.choice(_CALL_KINDS)), center, lo, hi) if has_call else None,
         "call_gap": float(rng.uniform(0.25, 1.5)),
         "call_share": float(rng.uniform(0.1, 0.35)) if has_call else 0.0,
@@ -637,9 +653,9 @@ def _recordists(params: SyntheticParams, seed: int) -> tuple[list[Recordist], li
             Recordist(
                 name=name,
                 tilt_db=float(rng.uniform(-3.0, 2.5)),
-                highpass_hz=float(np.exp(rng.uniform(np.log(80), np.log(500)))),
+                highpass_hz=math.exp(rng.uniform(math.log(80), math.log(500))),
                 lowpass_hz=float(rng.uniform(0.6, 0.85) * nyquist) if rng.random() < 0.35 else None,
-                peak_hz=float(np.exp(rng.uniform(np.log(1500), np.log(min(6000, 0.6 * nyquist))))),
+                peak_hz=math.exp(rng.uniform(math.log(1500), math.log(min(6000, 0.6 * nyquist)))),
                 peak_db=float(rng.uniform(2, 8)) if rng.random() < 0.6 else 0.0,
                 peak_octaves=float(rng.uniform(0.7, 1.5)),
                 level_db=float(rng.uniform(-14.0, -4.0)),
@@ -661,7 +677,7 @@ def _site(rng: np.random.Generator, sample_rate: int, taken: list[str]) -> Site:
     rt60_range, drr_range = _HABITATS[habitat]
     insects = []
     for _ in range(int(rng.choice([0, 1, 1, 2]))):
-        centre = float(np.exp(rng.uniform(np.log(2500), np.log(min(9000, 0.85 * sample_rate / 2)))))
+        centre = math.exp(rng.uniform(math.log(2500), math.log(min(9000, 0.85 * sample_rate / 2))))
         width = float(rng.uniform(80, min(1500, 0.15 * sample_rate / 2)))
         pulse = float(rng.uniform(3, 40)) if rng.random() < 0.6 else 0.0
         chirp = float(rng.uniform(0.5, 3)) if pulse and rng.random() < 0.5 else 0.0
@@ -739,7 +755,7 @@ def _plan(params: SyntheticParams, seed: int, design: Design) -> tuple[list[Task
                         "calls": calls,
                         "background": tuple(sorted(background)),
                         "snr_db": round(float(rng.uniform(*params.snr_db)), 1),
-                        "distance_m": round(float(np.exp(rng.uniform(*np.log(DISTANCE_M)))), 1),
+                        "distance_m": round(math.exp(rng.uniform(*map(math.log, DISTANCE_M))), 1),
                         "peak_dbfs": round(float(np.clip(recordist.level_db + rng.normal(0, 2.5), *PEAK_DBFS)), 1),
                     }
                 )
@@ -826,10 +842,10 @@ def _individual(design: Design, species: Species, *key: int) -> dict[str, Any]:
             redrawn, start = redrawn * sung, start * sung
         song_types.append((start / start.sum(), redrawn, song.phrases * rng.uniform(0.8, 1.25)))
     return {
-        "pitch": float(np.exp(rng.normal(0, sd["pitch"]))),
-        "tempo": float(np.exp(rng.normal(0, sd["tempo"]))),
-        "syllable_pitch": np.exp(rng.normal(0, sd["syllable_pitch"], n)),
-        "syllable_duration": np.exp(rng.normal(0, sd["syllable_duration"], n)),
+        "pitch": math.exp(rng.normal(0, sd["pitch"])),
+        "tempo": math.exp(rng.normal(0, sd["tempo"])),
+        "syllable_pitch": _exp(rng.normal(0, sd["syllable_pitch"], n)),
+        "syllable_duration": _exp(rng.normal(0, sd["syllable_duration"], n)),
         "song_types": song_types,
         "song_type_p": rng.dirichlet(np.full(len(species.song_types), 2.0)),
         "repeat_bias": int(rng.integers(-1, 2)),
@@ -838,76 +854,120 @@ def _individual(design: Design, species: Species, *key: int) -> dict[str, Any]:
 
 
 _LN2 = math.log(2.0)
+# ---- CPU-independent math for frequency contours. numpy picks its exp/log/sin/power kernels at run time
+# (AVX-512, AVX2 or baseline) and they differ in the last bits; a contour is summed into a phase, so such a
+# difference grows with the syllable's length to ~1e-11 of full scale, enough to move a 16-bit sample now and
+# then. These use only + - * / rint frexp ldexp, which IEEE 754 rounds exactly, so every CPU gets the same bits.
+# (Envelopes, carriers and noise keep numpy's kernels: their last-bit differences stay at ~1e-16.)
+_LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10  # ln 2 = HI + LO, HI has 32 bits
+_EXP_COEFFS = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))  # Taylor, |r| <= ln2/2: < 1 ulp
+_LOG_COEFFS = tuple(1.0 / (2 * k + 1) for k in range(10, -1, -1))  # atanh series, |s| <= 0.172
+_SIN_COEFFS = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(9, -1, -1))  # Taylor, |x| <= pi/2
+
+
+def _horner(x: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
+    p = np.full_like(x, coeffs[0])
+    for c in coeffs[1:]:
+        p *= x
+        p += c
+    return p
+
+
+def _exp(x: np.ndarray) -> np.ndarray:
+    """exp(x), x = k ln2 + r."""
+    k = np.rint(x * (1.0 / _LN2))
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    return np.ldexp(_horner(r, _EXP_COEFFS), k.astype(np.int64))
+
+
+def _pow(x: np.ndarray, y: float) -> np.ndarray:
+    """x**y for x >= 0: exp(y log x), log x = e ln2 + 2 atanh((m - 1) / (m + 1)) with m in [sqrt(1/2), sqrt(2))."""
+    m, e = np.frexp(np.maximum(x, 1e-300))
+    low = m < math.sqrt(0.5)
+    m[low] *= 2.0
+    e -= low
+    s = (m - 1.0) / (m + 1.0)
+    log = e * _LN2_HI + (e * _LN2_LO + 2.0 * s * _horner(s * s, _LOG_COEFFS))
+    return np.where(x > 0, _exp(y * log), 0.0)
+
+
+def _sin_turns(t: np.ndarray) -> np.ndarray:
+    """sin(2 pi t), reduced exactly to a quarter turn."""
+    f = t - np.rint(t)  # [-1/2, 1/2]
+    f = np.where(f > 0.25, 0.5 - f, np.where(f < -0.25, -0.5 - f, f))  # [-1/4, 1/4], same sine
+    x = f * (2 * math.pi)
+    return x * _horner(x * x, _SIN_COEFFS)
 
 
 def _edges(env: np.ndarray, attack: float, release: float) -> np.ndarray:
     """Multiply ``env`` in place by sin^2 ramps over the first ``attack`` and last ``release`` fractions."""
     n = env.size
     na, nr = max(1, int(attack * n)), max(1, int(release * n))
-    env[:na] *= np.sin(np.float32(0.5 * np.pi / na) * np.arange(na, dtype=np.float32)) ** 2
-    env[n - nr :] *= np.sin(np.float32(0.5 * np.pi / nr) * np.arange(nr, 0, -1, dtype=np.float32)) ** 2
+    env[:na] *= np.sin((0.5 * np.pi / na) * np.arange(na, dtype=np.float64)) ** 2
+    env[n - nr :] *= np.sin((0.5 * np.pi / nr) * np.arange(nr, 0, -1, dtype=np.float64)) ** 2
     return env
 
 
 def _render_syllable(
     syllable: Syllable, sample_rate: int, pitch: float = 1.0, stretch: float = 1.0, far: bool = False
 ) -> np.ndarray:
-    """One rendition of a syllable (float32, peak about 1)."""
-    f32 = np.float32
+    """One rendition of a syllable (float64, peak about 1).
+
+    float64 throughout: numpy's exp/sin/cos/power kernels differ in the last bits between CPUs (AVX-512,
+    AVX2 and baseline builds), which float32 would carry up to the 16-bit output grid (see :func:`render`).
+    """
     n = max(8, round(syllable.duration * stretch * sample_rate))
-    index = np.arange(n, dtype=np.float32)
+    index = np.arange(n, dtype=np.float64)
     f0, f1 = syllable.f_start * pitch, syllable.f_end * pitch
     log_ratio = math.log(f1 / f0)
     kind = syllable.kind
     if kind in ("trill", "click"):
         last = max(1, syllable.elements - 1)
-        position = index * f32(syllable.elements / n)
+        position = index * (syllable.elements / n)
         element = np.floor(position)
-        v = (position - element) * f32(1.0 / syllable.element_fill)
+        v = (position - element) * (1.0 / syllable.element_fill)
         inside = v < 1.0
-        np.minimum(v, f32(1.0), out=v)
-        warped = v if syllable.contour == 1.0 else v ** f32(syllable.contour)
-        freq = f32(f0) * np.exp(f32(log_ratio) * warped + element * f32(_LN2 * syllable.drift / last))
+        np.minimum(v, 1.0, out=v)
+        warped = v if syllable.contour == 1.0 else _pow(v, syllable.contour)
+        freq = f0 * _exp(log_ratio * warped + element * (_LN2 * syllable.drift / last))
         if kind == "trill":
-            env = np.sin(f32(np.pi) * v) ** 2
+            env = np.sin(np.pi * v) ** 2
         else:  # click: a fast chirp under a short Gaussian
-            env = np.exp(f32(-0.5 / 0.18**2) * (v - f32(0.5)) ** 2)
+            env = np.exp((-0.5 / 0.18**2) * (v - 0.5) ** 2)
         env *= inside
-        env *= f32(1.0 - 0.5 * syllable.tilt) + element * f32(syllable.tilt / last)
+        env *= (1.0 - 0.5 * syllable.tilt) + element * (syllable.tilt / last)
         _edges(env, min(syllable.attack, 0.3), min(syllable.release, 0.3))
     else:
-        u = index * f32(1.0 / n)
+        u = index * (1.0 / n)
         if kind == "sweep":
-            w = u if syllable.contour == 1.0 else u ** f32(syllable.contour)
-            freq = f32(f0) * np.exp(f32(log_ratio) * w) if syllable.exponential else f32(f0) + f32(f1 - f0) * w
+            w = u if syllable.contour == 1.0 else _pow(u, syllable.contour)
+            freq = f0 * _exp(log_ratio * w) if syllable.exponential else f0 + (f1 - f0) * w
         elif kind == "arch":
-            freq = f32(f0) * np.exp(f32(log_ratio) * u + f32(_LN2 * syllable.contour) * np.sin(f32(np.pi) * u))
+            freq = f0 * _exp(log_ratio * u + (_LN2 * syllable.contour) * _sin_turns(0.5 * u))
         else:  # whistle, stack, buzz
-            freq = f32(f0) * np.exp(f32(log_ratio) * u)
+            freq = f0 * _exp(log_ratio * u)
         if syllable.vibrato_depth:
-            freq *= f32(1.0) + f32(syllable.vibrato_depth) * np.sin(
-                index * f32(2 * np.pi * syllable.vibrato_hz / sample_rate)
-            )
-        env = f32(1.0 - 0.5 * syllable.tilt) + f32(syllable.tilt) * u
+            freq *= 1.0 + syllable.vibrato_depth * _sin_turns(index * (syllable.vibrato_hz / sample_rate))
+        env = (1.0 - 0.5 * syllable.tilt) + syllable.tilt * u
         _edges(env, syllable.attack, syllable.release)
         if kind == "buzz":
-            env *= (f32(0.5) + f32(0.5) * np.cos(index * f32(2 * np.pi * syllable.am_hz / sample_rate))) ** 2
-    np.clip(freq, f32(450.0), f32(0.47 * sample_rate), out=freq)
-    cycles = np.cumsum(freq, dtype=np.float64)
+            env *= (0.5 + 0.5 * np.cos(index * (2 * np.pi * syllable.am_hz / sample_rate))) ** 2
+    np.clip(freq, 450.0, 0.47 * sample_rate, out=freq)
+    cycles = np.cumsum(freq)
     cycles *= 1.0 / sample_rate
     cycles -= np.floor(cycles)
-    phase = (cycles * (2 * np.pi)).astype(np.float32)
+    phase = cycles * (2 * np.pi)
     harmonics = syllable.harmonics[:2] if far else syllable.harmonics
     out = np.sin(phase)
     top = float(freq.max())
     for h, amplitude in enumerate(harmonics[1:], start=2):
         if amplitude > 0.01 and h * float(freq.min()) < 0.48 * sample_rate:
-            partial = np.sin(phase * f32(h))
+            partial = np.sin(phase * h)
             if h * top >= 0.48 * sample_rate:  # fade out a harmonic above Nyquist
-                partial *= freq < f32(0.48 * sample_rate / h)
-            out += f32(amplitude) * partial
+                partial *= freq < 0.48 * sample_rate / h
+            out += amplitude * partial
     out *= env
-    out *= f32(1.0 / math.sqrt(sum(a * a for a in harmonics)))
+    out *= 1.0 / math.sqrt(sum(a * a for a in harmonics))
     return out
 
 
@@ -941,8 +1001,8 @@ def _perform(
         wave = _render_syllable(
             syllable,
             sr,
-            pitch * float(np.exp(rng.normal(0, 0.01))),
-            stretch * float(np.exp(rng.normal(0, 0.04))),
+            pitch * math.exp(rng.normal(0, 0.01)),
+            stretch * math.exp(rng.normal(0, 0.04)),
             far,
         )
         wave *= gain * 10 ** ((level_db + rng.normal(0, 1.0)) / 20)
@@ -961,9 +1021,9 @@ def _perform(
             assert species.call is not None
             for _ in range(1 + int(rng.poisson(2.0))):
                 length = emit(t, species.call, bird["pitch"], 1.0, song_level)
-                t += length + species.call_gap * tempo * float(np.exp(rng.normal(0, 0.3)))
+                t += length + species.call_gap * tempo * math.exp(rng.normal(0, 0.3))
             between = species.call_gap * 3.0 if calls else species.pause
-            t += between * tempo * float(np.exp(rng.normal(0, 0.35)))
+            t += between * tempo * math.exp(rng.normal(0, 0.35))
             continue
         st = int(rng.choice(len(bird["song_types"]), p=bird["song_type_p"]))
         start_p, transitions, phrases = bird["song_types"][st]
@@ -975,13 +1035,13 @@ def _perform(
             stretch = bird["syllable_duration"][j]
             for _ in range(reps):
                 length = emit(t, species.syllables[j], pitch, stretch, song_level + bird["levels_db"][j])
-                t += length + species.syllable_gap * tempo * float(np.exp(rng.normal(0, 0.15)))
-            t += species.phrase_gap * tempo * float(np.exp(rng.normal(0, 0.2)))
+                t += length + species.syllable_gap * tempo * math.exp(rng.normal(0, 0.15))
+            t += species.phrase_gap * tempo * math.exp(rng.normal(0, 0.2))
             row = transitions[j]
             if row.sum() <= 0:
                 break
             j = int(rng.choice(len(row), p=row / row.sum()))
-        t += species.pause * tempo * float(np.exp(rng.normal(0, 0.35)))
+        t += species.pause * tempo * math.exp(rng.normal(0, 0.35))
     return energy, sung
 
 
@@ -992,16 +1052,16 @@ def _smooth_random(rng: np.random.Generator, n: int, rate_per_sample: float) -> 
 
 
 def _power(x: np.ndarray) -> float:
-    """Sum of squared magnitudes (no BLAS, so the same in every process)."""
+    """Sum of squared magnitudes (numpy's fixed-order pairwise sum, no BLAS: the same on every CPU)."""
     if np.iscomplexobj(x):
-        x = x.view(np.float32 if x.dtype == np.complex64 else np.float64)
-    return float(np.square(x, dtype=np.float64).sum())
+        x = x.view(np.float64)
+    return float(np.square(x).sum())
 
 
 def _upsample(values: np.ndarray, step: int, bins: int) -> np.ndarray:
-    """Linear interpolation of a curve given at every ``step``-th bin to ``bins`` bins (float32)."""
-    v = values.astype(np.float32)
-    ramp = np.arange(step, dtype=np.float32) / np.float32(step)
+    """Linear interpolation of a curve given at every ``step``-th bin to ``bins`` bins."""
+    v = values.astype(np.float64)
+    ramp = np.arange(step, dtype=np.float64) / step
     return (v[:-1, None] + (v[1:] - v[:-1])[:, None] * ramp).ravel()[:bins]
 
 
@@ -1009,7 +1069,7 @@ def _noise(design: Design, site: Site, rng: np.random.Generator, length: int, co
     """The spectrum (rfft of ``length`` samples) of the background noise before the recorder's colouring."""
     sr = design.sample_rate
     # floor plus rain crackle: white in time, then coloured
-    floor = rng.standard_normal(length, dtype=np.float32)
+    floor = rng.standard_normal(length, dtype=np.float32).astype(np.float64)  # float32 draws: the same stream
     if rng.random() < site.rain_share:
         drops = int(rng.poisson(site.rain_rate * rng.uniform(0.3, 1.0) * length / sr))
         if drops:
@@ -1022,7 +1082,7 @@ def _noise(design: Design, site: Site, rng: np.random.Generator, length: int, co
             index = (where[:, None] + np.arange(size)).ravel()
             rain = np.bincount(index, (amplitude[:, None] * kernels[which]).ravel(), minlength=length)
             rain *= math.sqrt(length * 10 ** (rng.uniform(-5.0, 15.0) / 10) / max(_power(rain), 1e-12))
-            floor += rain.astype(np.float32)
+            floor += rain
     spectrum = sfft.rfft(floor)
     spectrum *= colour
     power = _power(spectrum)
@@ -1068,7 +1128,7 @@ def _add_component(
     piece = component[a - offset : b - offset]
     power = _power(piece)
     if power > 0:
-        spectrum[a:b] += (piece * math.sqrt(floor_power * 10 ** (level_db / 10) / power)).astype(np.complex64)
+        spectrum[a:b] += piece * math.sqrt(floor_power * 10 ** (level_db / 10) / power)
 
 
 def _equipment_db(recordist: Recordist, freqs: np.ndarray) -> np.ndarray:
@@ -1082,7 +1142,12 @@ def _equipment_db(recordist: Recordist, freqs: np.ndarray) -> np.ndarray:
 
 
 def render(design: Design, task: Task) -> np.ndarray:
-    """The samples of one recording (float32, peak at ``task.peak_dbfs``)."""
+    """The samples of one recording (float32 on the 16-bit grid, peak at ``task.peak_dbfs``).
+
+    Computed in float64 and rounded to multiples of 2**-15 (16-bit PCM) for the MP3 encoder: what numpy's
+    CPU-specific kernels leave (at most 4e-16 of full scale) crosses a rounding boundary of the 3e-5 grid with
+    odds of ~1e-12 per sample, so the encoder gets the same input on every CPU (module docstring).
+    """
     sr = design.sample_rate
     rng = _rng(design.seed, _RECORDING, task.species, task.number)
     species = design.species[task.species]
@@ -1097,7 +1162,7 @@ def render(design: Design, task: Task) -> np.ndarray:
     coarse = np.arange(-(-bins // step) + 1) * step * (sr / length)
 
     # the focal bird and the background birds, dry
-    dry = np.zeros(length, dtype=np.float32)
+    dry = np.zeros(length)
     bird = _individual(design, species, 0, task.site, task.individual)  # one of the local population
     focal_energy, sung = _perform(design, species, bird, task.calls, n, rng, dry)
     if sung < 0.25 * sr:  # a short recording that (nearly) missed the song: start it with the song
@@ -1120,11 +1185,11 @@ def render(design: Design, task: Task) -> np.ndarray:
     absorption_db = distance * 0.0035 * (coarse / 1000.0) ** 1.5
     if site.habitat == "forest":  # foliage scatters high frequencies
         absorption_db += distance * 0.02 * np.log2(np.maximum(coarse, 500.0) / 500.0)
-    impulse = rng.standard_normal(tail, dtype=np.float32)
-    impulse *= np.exp(np.arange(tail, dtype=np.float32) * np.float32(-6.91 / (rt60 * sr)))
+    impulse = rng.standard_normal(tail, dtype=np.float32).astype(np.float64)
+    impulse *= np.exp(np.arange(tail) * (-6.91 / (rt60 * sr)))
     impulse[: round(0.002 * sr)] = 0.0
     drr_db = site.drr_db - 12.0 * math.log10(distance / 10.0) + rng.normal(0, 1.5)
-    impulse *= np.float32(10 ** (-drr_db / 20) / math.sqrt(_power(impulse)))
+    impulse *= 10 ** (-drr_db / 20) / math.sqrt(_power(impulse))
     impulse[0] = 1.0
     song = sfft.rfft(dry)
     song *= sfft.rfft(impulse, length)
@@ -1140,14 +1205,14 @@ def render(design: Design, task: Task) -> np.ndarray:
     noise_power = _power(noise[k:])
     if sung > 0 and song_power > 0:
         scale = math.sqrt(10 ** (task.snr_db / 10) * (noise_power / length) / (song_power / sung))
-        song *= np.float32(float(f"{scale:.6g}"))
+        song *= float(f"{scale:.6g}")
         noise += song
     placement_db = rng.normal(0, 1.5) * np.log2(np.maximum(coarse, 50.0) / 1000.0)  # microphone handling
     noise *= _upsample(10 ** ((_equipment_db(recordist, coarse) + placement_db) / 20), step, bins)
     out = sfft.irfft(noise, length)[:n]
     peak = float(np.max(np.abs(out)))
-    out *= np.float32(float(f"{10 ** (task.peak_dbfs / 20) / max(peak, 1e-12):.6g}"))
-    return out
+    out *= float(f"{10 ** (task.peak_dbfs / 20) / max(peak, 1e-12):.6g}")
+    return (np.rint(out * PCM_SCALE) / PCM_SCALE).astype(np.float32)  # exact: |out| < 1, 15 bits
 
 
 # ------------------------------------------------------------------------------------------ driver

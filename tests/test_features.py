@@ -1,4 +1,10 @@
 import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -6,7 +12,15 @@ import pandas as pd
 import pytest
 
 from birdpipe.audio import load_audio
-from birdpipe.features import FeatureCache, FeatureConfig, FeatureExtractor, active_windows, build_cache
+from birdpipe.features import (
+    FEATURE_GRID,
+    FeatureCache,
+    FeatureConfig,
+    FeatureExtractor,
+    active_windows,
+    build_cache,
+    extract_recording,
+)
 from birdpipe.ingest import find_candidates, ingest
 from birdpipe.params import DataParams, FeatureParams, SplitParams
 from birdpipe.split import split_recordings
@@ -132,3 +146,61 @@ def test_a_cache_where_no_recording_can_be_read_is_an_error_not_an_empty_cache(t
     with pytest.raises(AudioError, match=r"no recording could be turned into features.*missing\.wav"):
         build_cache(table, FeatureParams(workers=1), tmp_path / "features", progress=False)
     assert not (tmp_path / "features").exists()
+
+
+# ----------------------------------------------------------------------------- bytes pinned across machines
+SHORT_CLIP = "audio/Crotophaga_ani/171396.ogg"  # 1.6 s
+# sha256 of the cache bytes (storage dtype, then the baseline summary) of SHORT_CLIP with default params, made on
+# x86-64 Linux with the versions pinned in requirements.txt
+FEATURES_SHA256 = {
+    "mfcc": "b79dc94cb145d781560ad0ad07d0ff16b510f8de19d51b67015b17ed57795b43",
+    "logmel": "5762348a47ebca25729ae7bcff2019824b536355ea0604513d78dc2964c69ca0",
+}
+
+
+def _cache_digest(path: Path, kind: str) -> str:
+    features, summary = extract_recording(str(path), FeatureConfig(kind=kind), max_seconds=60.0)
+    return hashlib.sha256(features.tobytes() + summary.tobytes()).hexdigest()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64",
+    reason="the stored hashes are for x86-64 Linux, where the README claims bit-identical outputs",
+)
+@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+def test_features_of_a_real_clip_have_the_stored_bytes(xc_clips, kind):
+    digest = _cache_digest(xc_clips / SHORT_CLIP, kind)
+    assert digest == FEATURES_SHA256[kind], (
+        f"The {kind} features of {SHORT_CLIP} are no longer what they were. If you changed the extractor "
+        f"(birdpipe/features.py, the decoding or resampling in birdpipe/audio.py) or a version pinned in "
+        f"requirements.txt on purpose, set FEATURES_SHA256[{kind!r}] = {digest!r} (tests/test_features.py) and "
+        f"rerun the pipeline: data/features in dvc.lock changes with it. If not, the features now depend on "
+        f"something they should not (CPU, thread count, library version: numpy {np.__version__})."
+    )
+
+
+def test_features_do_not_depend_on_cpu_specific_kernels(xc_clips):
+    """numpy's, ATen's and MKL's kernels forced down to their baselines (a CPU without AVX2) change no bit."""
+    from numpy._core import _multiarray_umath as umath
+
+    code = (
+        "import json; from pathlib import Path; from tests.test_features import SHORT_CLIP, _cache_digest; "
+        f"print(json.dumps({{k: _cache_digest(Path({str(xc_clips)!r}) / SHORT_CLIP, k) for k in ('mfcc', 'logmel')}}))"
+    )
+    env = {
+        **os.environ,
+        "NPY_DISABLE_CPU_FEATURES": " ".join(t for t in umath.__cpu_dispatch__ if umath.__cpu_features__.get(t)),
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+    }
+    repo = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, check=True, timeout=120, capture_output=True)
+    baseline = json.loads(run.stdout.decode().strip().splitlines()[-1])
+    assert baseline == {kind: _cache_digest(xc_clips / SHORT_CLIP, kind) for kind in ("mfcc", "logmel")}
+
+
+@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+def test_every_feature_value_is_on_the_grid(xc_clips, kind):
+    signal, _ = load_audio(xc_clips / SHORT_CLIP, 22050)
+    out = FeatureExtractor(FeatureConfig(kind=kind))(signal).astype(np.float64) / FEATURE_GRID
+    np.testing.assert_array_equal(out, np.rint(out))

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import os
+import platform
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,8 @@ import soundfile as sf
 
 from birdpipe.params import SyntheticParams
 from birdpipe.synthetic import generate_corpus, species_counts
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = SyntheticParams(
     species=4,
@@ -157,3 +164,72 @@ def test_other_sample_rates_and_odd_shapes_work(tmp_path: Path) -> None:
         audio, rate = sf.read(tmp_path / path, dtype="float32")
         assert rate == 8000 and audio.size == round(0.6 * 8000)
         assert 0 < float(np.max(np.abs(audio))) <= 1.0
+
+
+# ----------------------------------------------------------------------------- bytes pinned across machines
+GOLDEN = SyntheticParams(
+    species=3,
+    max_recordings=3,
+    imbalance=3.0,
+    min_seconds=1.0,
+    median_seconds=1.2,
+    max_seconds=1.5,
+    snr_db=(0.0, 20.0),
+    similar_pairs=1,
+    recordists=2,
+    sample_rate=16000,
+)
+GOLDEN_SEED = 3
+# sha256 of every file of the GOLDEN corpus, made on x86-64 Linux with the versions pinned in requirements.txt
+GOLDEN_SHA256 = {
+    "audio/Algorocichla_elegans/SYN000003.mp3": "ba8684f389ce9997d31549c2b749c067f4c5d63d2d696127f274fe6ae50a807a",
+    "audio/Algorocichla_elegans/SYN000004.mp3": "da3597449c7f070e744254f5353b9bf881dc2338769235895b8c48b0584002ef",
+    "audio/Algorocichla_elegans/SYN000005.mp3": "d5ee3025fddcf1fde63dac7f1a960245a6e298ddee320a036dffb709fc01a653",
+    "audio/Algorocichla_fuscus/SYN000001.mp3": "a06776d70e000d4bc8ea8b9264c5cd702b1ab6a3ca78302ba90365ac7123d6a0",
+    "audio/Stochura_leucurus/SYN000002.mp3": "9164d8f041ee8793645fc1071240e83a2519b921805fdc3f96966356f76e9ce6",
+    "audio/Stochura_leucurus/SYN000006.mp3": "ebc6a1b7e2d8bd7527fb7a08172d747021c9cc3360b65e992cc6ce5cbd63474e",
+    "metadata.csv": "896fcf6093ed0d5cd4cd4eee08ce63716aff5cce0c8de755734348e27f141c07",
+    "species.csv": "28f40cb8452763bfbca40e178471ca99e3e892f8ee56e313fed532aa246e2302",
+}
+X86_64_LINUX = pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine() != "x86_64",
+    reason="the stored hashes are for x86-64 Linux, where the README claims bit-identical outputs",
+)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@X86_64_LINUX
+def test_a_tiny_corpus_has_the_stored_bytes(tmp_path: Path) -> None:
+    _generate(tmp_path, seed=GOLDEN_SEED, params=GOLDEN)
+    digests = _digests(tmp_path)
+    versions = f"numpy {np.__version__}, soundfile {sf.__version__} (libsndfile {sf.__libsndfile_version__})"
+    assert digests == GOLDEN_SHA256, (
+        "The synthetic corpus is no longer what it was. If you changed birdpipe/synthetic.py or a version pinned "
+        "in requirements.txt on purpose, paste the dict below as GOLDEN_SHA256 (tests/test_synthetic.py) and "
+        "rerun the pipeline: data/synthetic in dvc.lock changes with it. If not, the generator's bytes now depend "
+        f"on something they should not (CPU, library version: {versions}).\nGOLDEN_SHA256 = {digests!r}"
+    )
+
+
+def test_bytes_do_not_depend_on_numpys_cpu_specific_kernels(tmp_path: Path) -> None:
+    """numpy picks its exp/log/sin/power kernels by CPU (AVX-512, AVX2...); its baseline kernels give the same files."""
+    from numpy._core import _multiarray_umath as umath
+
+    targets = [t for t in umath.__cpu_dispatch__ if umath.__cpu_features__.get(t)]
+    if not targets:
+        pytest.skip("this CPU runs numpy's baseline kernels only")
+    _generate(tmp_path / "native", seed=GOLDEN_SEED, params=GOLDEN)
+    code = (
+        "from pathlib import Path; from tests.test_synthetic import GOLDEN, GOLDEN_SEED, _generate; "
+        f"_generate(Path({str(tmp_path / 'baseline')!r}), seed=GOLDEN_SEED, params=GOLDEN)"
+    )
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(targets)}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+    assert _digests(tmp_path / "baseline") == _digests(tmp_path / "native")
