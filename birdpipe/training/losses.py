@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from birdpipe.params import LossParams
+from birdpipe.common.params import LossParams
 
 
 def as_soft_targets(target: torch.Tensor, n_classes: int, smoothing: float = 0.0) -> torch.Tensor:
@@ -81,7 +81,7 @@ def build_loss(
     weights_json: dict | None = None,
 ) -> ClassificationLoss:
     """The loss ``loss.name`` for the model's species order; weight methods come from class_weights.json."""
-    from birdpipe.weights import weight_vector
+    from birdpipe.training.weights import weight_vector
 
     n_classes = len(species)
 

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # birdpipe/common/codedeps.py -> the project root
 
 
 def module_path(name: str, root: Path | None = None) -> Path | None:

@@ -10,7 +10,7 @@ Applied in this order, to the training split only (evaluation and predict never 
   masks, filled with the training mean of each channel so a mask looks like "average" not "silence";
 - MixUp (``augment.mixup``, Zhang et al. 2018): with probability p per batch, examples are mixed with a
   shuffled copy with lambda ~ Beta(alpha, alpha) and the targets become the same mixture of one-hot
-  labels (soft targets that every loss in :mod:`birdpipe.losses` accepts).
+  labels (soft targets that every loss in :mod:`birdpipe.training.losses` accepts).
 Randomness comes from torch's generator, which training seeds.
 """
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from birdpipe.params import AugmentParams
+from birdpipe.common.params import AugmentParams
 
 
 class NoiseBank:
@@ -37,7 +37,7 @@ class NoiseBank:
         self.spans = [(int(a), int(b)) for a, b in spans]
 
     def sample(self, count: int, window: int) -> torch.Tensor:
-        from birdpipe.data import crop
+        from birdpipe.data.windows import crop
 
         picks = torch.randint(len(self.spans), (count,)).tolist()
         windows = []

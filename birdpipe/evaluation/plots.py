@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from birdpipe.outputs import atomic_path
+from birdpipe.common.outputs import atomic_path
 
 
 def _save(figure: plt.Figure, target: str | Path) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from birdpipe.errors import PipelineError
-from birdpipe.phases import Phase, experiments_from_dvc
+from birdpipe.common.errors import PipelineError
+from birdpipe.reports.experiments import Phase, experiments_from_dvc
 
 COLUMNS = (  # header, metric key (a model's own; a baseline's under baselines.<name>.)
     ("val F1-macro", "val.f1_macro"),
@@ -140,7 +140,7 @@ def write_seed_report(phases: dict[str, Phase], names: list[str], seeds: list[in
     text = render(table, title, names, seeds, command)
     out.parent.mkdir(parents=True, exist_ok=True)
     if figure_of:
-        from birdpipe.plots import f1_vs_count_png
+        from birdpipe.evaluation.plots import f1_vs_count_png
 
         run = results[f"{prefix}{figure_of}_s{seeds[0]}"]
         figure = out.with_name(out.stem + "_f1_vs_count.png")

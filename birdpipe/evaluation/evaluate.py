@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from birdpipe.bundle import Bundle
-from birdpipe.data import EvalWindows
-from birdpipe.features import FeatureCache
-from birdpipe.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
-from birdpipe.params import EvaluateParams
+from birdpipe.common.params import EvaluateParams
+from birdpipe.data.windows import EvalWindows
+from birdpipe.evaluation.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
+from birdpipe.features.spectral import FeatureCache
 
 PR_POINTS = 400
 
@@ -90,7 +90,7 @@ def fuse(
     probs: np.ndarray, cache: FeatureCache, split: str, recordings: pd.DataFrame, fusion: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fused recording probabilities of a split, and BirdNET's zero-shot ones under the fitted pooling."""
-    from birdpipe.fusion import Fusion, pool_logits, zero_shot_probs
+    from birdpipe.evaluation.fusion import Fusion, pool_logits, zero_shot_probs
 
     known = cache.birdnet_known
     fitted = Fusion.from_dict(fusion)

@@ -22,9 +22,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from birdpipe.features import FeatureCache
-from birdpipe.metrics import classification_metrics
-from birdpipe.params import Params
+from birdpipe.common.params import Params
+from birdpipe.evaluation.metrics import classification_metrics
+from birdpipe.features.spectral import FeatureCache
 
 SPLITS = ("val", "test")
 
@@ -84,7 +84,7 @@ def birdnet_baselines(
     cache: FeatureCache, labels: dict[str, np.ndarray], train_counts: np.ndarray, params: Params
 ) -> dict[str, Any]:
     """BirdNET's own classifier (window logits averaged) and logistic regression on its mean embeddings."""
-    from birdpipe.fusion import pool_logits, zero_shot_probs
+    from birdpipe.evaluation.fusion import pool_logits, zero_shot_probs
 
     known = cache.birdnet_known
     n_classes = len(cache.species)

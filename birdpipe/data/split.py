@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from birdpipe.errors import PipelineError
-from birdpipe.params import Params, SplitParams
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import Params, SplitParams
 
 SPLITS = ("train", "val", "test")
 SYNONYMS = {

@@ -89,7 +89,7 @@ def fit_fusion(
     """Choose pooling and weight on validation recordings; returns the fusion and every candidate's scores."""
     if not known.any():
         raise ValueError("BirdNET knows none of the species: there is nothing to fuse")
-    from birdpipe.metrics import classification_metrics
+    from birdpipe.evaluation.metrics import classification_metrics
 
     counts = np.ones(model_probs.shape[1])
     best: tuple[float, float, Fusion] | None = None

@@ -42,16 +42,16 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from birdpipe.augment import Augmenter, NoiseBank
-from birdpipe.data import EvalWindows, TrainSampler, TrainWindows, expected_class_frequencies
-from birdpipe.errors import PipelineError
-from birdpipe.features import FeatureCache, FeatureConfig
-from birdpipe.ingest import cpu_workers
-from birdpipe.losses import ClassificationLoss, build_loss
-from birdpipe.metrics import aggregate, classification_metrics
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.outputs import atomic_path
+from birdpipe.common.params import Params, TrainParams
+from birdpipe.common.workers import cpu_workers, resolve_device, resolve_precision
+from birdpipe.data.windows import EvalWindows, TrainSampler, TrainWindows, expected_class_frequencies
+from birdpipe.evaluation.metrics import aggregate, classification_metrics
+from birdpipe.features.spectral import FeatureCache, FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
-from birdpipe.outputs import atomic_path
-from birdpipe.params import Params, TrainParams
+from birdpipe.training.augment import Augmenter, NoiseBank
+from birdpipe.training.losses import ClassificationLoss, build_loss
 
 MONITOR = "val/f1_macro"
 
@@ -71,29 +71,6 @@ class NonFiniteLossError(PipelineError):
 
 
 # ------------------------------------------------------------------------------------------ devices
-def resolve_device(requested: str) -> str:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device: cuda was asked for but no CUDA device is available; use auto or cpu")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
-
-
-def resolve_precision(requested: str, device: str) -> str:
-    """Lightning precision string: mixed precision on CUDA only."""
-    if device != "cuda":
-        if requested in ("bf16", "16"):
-            warnings.warn(
-                f"train.precision: {requested} ignored on CPU (bf16 autocast is ~10x slower on CPUs without "
-                "bf16 units); training in 32-bit",
-                stacklevel=2,
-            )
-        return "32-true"
-    if requested == "auto":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[requested]
-
-
 # ------------------------------------------------------------------------------------------ schedule
 def lr_factor(epoch: float, params: TrainParams) -> float:
     """Multiplier of the base learning rate at a (fractional) epoch."""
@@ -256,13 +233,13 @@ def _digest(paths: list[Path], extra: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-TRAINING_CODE = ("stages.train", "birdpipe.training")  # entry points whose import closure training runs
+TRAINING_CODE = ("stages.train", "birdpipe.training.loop")  # entry points whose import closure training runs
 
 
 def training_fingerprint(params: Params, inputs: list[Path]) -> str:
     """What a resumed run must share with the interrupted one: training params, input files and code (the bytes
     of every project module the train stage imports at any depth, lazy imports included: its dvc.yaml code deps)."""
-    from birdpipe.codedeps import code_digest
+    from birdpipe.common.codedeps import code_digest
 
     relevant = {
         "code": code_digest(TRAINING_CODE),
@@ -283,8 +260,8 @@ def noise_bank(params: Params, cache: FeatureCache, train: pd.DataFrame) -> Nois
         return None
     if noise.source == "recordings":
         return NoiseBank(cache.arrays["train"], list(zip(train["start"], train["stop"], strict=True)))
-    from birdpipe.audio import AUDIO_EXTENSIONS, AudioError
-    from birdpipe.features import extract_recording
+    from birdpipe.data.audio import AUDIO_EXTENSIONS, AudioError
+    from birdpipe.features.spectral import extract_recording
 
     folder = Path(noise.folder)
     clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if folder.is_dir() else []
@@ -481,8 +458,8 @@ def fit_birdnet_fusion(
     model: Classifier, cache: FeatureCache, val: pd.DataFrame, window: int, hop: int, params: Params, device: str
 ) -> dict[str, Any]:
     """Fit the late fusion of ``model`` with BirdNET's own classifier on the validation split only."""
-    from birdpipe.evaluation import window_probabilities
-    from birdpipe.fusion import fit_fusion
+    from birdpipe.evaluation.evaluate import window_probabilities
+    from birdpipe.evaluation.fusion import fit_fusion
 
     known = cache.birdnet_known
     if known is None or not known.any():

@@ -23,7 +23,7 @@ class OutputError(PipelineError):
     """An output could not be written (disk full, folder not writable); nothing half-written was left behind.
 
     ``code`` is the errno and ``needed`` the bytes written before the failure, so an enclosing
-    :func:`birdpipe.outputs.atomic_path` can restate the error for its own, outer target.
+    :func:`birdpipe.common.outputs.atomic_path` can restate the error for its own, outer target.
     """
 
     def __init__(self, message: str, code: int, needed: int = 0) -> None:

@@ -12,16 +12,21 @@ import json
 import math
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from birdpipe.errors import PipelineError
-from birdpipe.params import PARAMS_FILE, apply_overrides, validate_params
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import PARAMS_FILE, apply_overrides, validate_params
+from birdpipe.reports.experiments import (
+    PHASES_FILE,
+    Phase,
+    experiments_from_dvc,
+    load_phases,
+    select_results,
+)
 
-PHASES_FILE = "phases.yaml"
 REPORT = "reports/phases.md"
 DEFAULT_TITLE = "The study's phases on the default synthetic corpus"
 FIGURE = "reports/phases_f1.png"
@@ -36,45 +41,6 @@ COLUMNS = (  # (report header, our metric key, study key)
     ("epochs", "train.epochs", "epochs"),
     ("train s", "train.seconds", "seconds"),
 )
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    description: str
-    params: dict[str, Any]
-    offline: dict[str, Any]
-    study: dict[str, float]
-
-    def overrides(self, base: dict[str, Any], offline: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        merged = {**base, **self.params}
-        if offline:
-            merged.update(self.offline)
-        merged.update(extra or {})
-        return merged
-
-
-def load_phases(path: str | Path = PHASES_FILE) -> tuple[dict[str, Any], dict[str, Phase]]:
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path} not found (run from the project root)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    unknown = set(raw) - {"base", "phases"}
-    if unknown:
-        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: base, phases")
-    phases = {}
-    for name, entry in (raw.get("phases") or {}).items():
-        extra = set(entry) - {"description", "params", "offline", "study"}
-        if extra:
-            raise PipelineError(f"{path}: phase {name} has unknown keys {sorted(extra)}")
-        phases[name] = Phase(
-            name,
-            entry.get("description", ""),
-            entry.get("params") or {},
-            entry.get("offline") or {},
-            entry.get("study") or {},
-        )
-    return raw.get("base") or {}, phases
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -155,76 +121,6 @@ def run_experiments(commands: list[list[str]], runner: Callable[..., Any] = subp
 
 
 # ------------------------------------------------------------------------------------------ report
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def experiments_from_dvc(cwd: str | Path = ".") -> dict[str, dict[str, Any]]:
-    """Experiment name -> flat metrics (eval, train, baselines) from ``dvc exp show --json``."""
-    done = subprocess.run(["dvc", "exp", "show", "--json", "-A"], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PipelineError(f"dvc exp show failed: {done.stderr.strip().splitlines()[-1:]}")
-    return experiments_from_json(json.loads(done.stdout or "[]"))
-
-
-def _metrics_of(data: dict[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for file, content in (data.get("metrics") or {}).items():
-        values = (content or {}).get("data") or {}
-        if file.endswith("baselines.json"):
-            flat.update(flatten(values, "baselines."))
-        elif not file.startswith("dvclive"):
-            flat.update(flatten(values))
-    params = {}
-    for content in (data.get("params") or {}).values():
-        params.update(flatten((content or {}).get("data") or {}))
-    flat["params"] = params
-    return flat
-
-
-def experiments_from_json(shown: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Name -> metrics for every experiment (and named commit) in ``dvc exp show --json`` output.
-
-    Queued, running and failed experiments are left out; when a name occurs more than once, the newest
-    run (by timestamp) wins.
-    """
-    found: dict[str, tuple[str, dict[str, Any]]] = {}
-
-    def visit(entry: dict[str, Any]) -> None:
-        data = entry.get("data") or {}
-        name = entry.get("name") or data.get("name")
-        if name and data.get("metrics"):
-            stamp = data.get("timestamp") or ""
-            if name not in found or stamp >= found[name][0]:
-                found[name] = (stamp, {**_metrics_of(data), "rev": entry.get("rev")})
-        for exp in entry.get("experiments") or []:
-            state = (exp.get("executor") or {}).get("state")
-            if state not in (None, "success"):  # queued or running: its "metrics" are its baseline's
-                continue
-            for rev in exp.get("revs") or []:
-                visit(rev)
-
-    for entry in shown:
-        visit(entry)
-    return {name: metrics for name, (_, metrics) in found.items()}
-
-
-def select_results(results: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Experiments named ``<prefix><phase>``, or ``<prefix><phase>_s0`` (seed 0 of a ``--seeds`` run)."""
-    chosen = {k.removeprefix(prefix): v for k, v in results.items() if k.startswith(prefix)}
-    for name in list(chosen):
-        base = name.removesuffix("_s0")
-        if base != name and base not in chosen:
-            chosen[base] = chosen[name]
-    return chosen
-
-
 def _fmt(value: Any, key: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -308,7 +204,7 @@ def render_report(
 
 
 def f1_figure(phases: dict[str, Phase], results: dict[str, dict[str, Any]], path: str | Path) -> None:
-    from birdpipe.plots import bar_png
+    from birdpipe.evaluation.plots import bar_png
 
     names = [n for n in phases if n in results]
     series = {
@@ -407,7 +303,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {figure} ({sum(n in results for n in phases)} of {len(phases)} phases run)")
         return 0
     if args.action == "seeds":
-        from birdpipe.seeds import write_seed_report
+        from birdpipe.reports.seeds import write_seed_report
 
         write_seed_report(
             phases, args.names, args.seeds, args.prefix, Path(args.out), args.title, args.figure_of, args.readme

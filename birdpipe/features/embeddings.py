@@ -1,7 +1,7 @@
 """``features.kind: birdnet``: BirdNET V2.4 embeddings as a feature cache, and BirdNET's own logits beside them.
 
 Each cache frame is one 3 s window at 48 kHz (``features.birdnet.hop_seconds`` apart): 1 channel x 1024
-embedding values, so the models, samplers and windows of :mod:`birdpipe.data` work unchanged (a "window"
+embedding values, so the models, samplers and windows of :mod:`birdpipe.data.windows` work unchanged (a "window"
 of one frame is one embedding). Beside ``<split>.npy`` the cache holds ``<split>.logits.npy``: BirdNET's
 own classifier logits per frame for our species (0 for the species BirdNET lacks; ``config.json`` lists
 the matches), which the zero-shot baseline and late fusion read. ``stats.npy`` holds the same MFCC
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from birdpipe import birdnet
-from birdpipe.birdnet import EMBEDDING_SIZE, SAMPLE_RATE, WINDOW_SAMPLES
-from birdpipe.params import FeatureParams
+from birdpipe.common.params import FeatureParams
+from birdpipe.features import birdnet
+from birdpipe.features.birdnet import EMBEDDING_SIZE, SAMPLE_RATE, WINDOW_SAMPLES
 
 __all__ = ["EMBEDDING_SIZE", "BirdNETStream", "birdnet_config", "extract_birdnet", "species_columns"]
 
@@ -31,7 +31,7 @@ MFCC_SUMMARY_RATE = 22050  # the mfcc cache's default rate, so mfcc_logreg score
 
 def birdnet_config(params: FeatureParams):  # -> FeatureConfig (imported lazily: features imports this module)
     """The feature config of a BirdNET cache: what the embeddings depend on, and the model's checksum."""
-    from birdpipe.features import FeatureConfig
+    from birdpipe.features.spectral import FeatureConfig
 
     return FeatureConfig(
         kind="birdnet",
@@ -105,8 +105,8 @@ def extract_birdnet(
     path: str, config: Any, max_seconds: float, columns: list[int | None]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings (frames, 1, 1024), the MFCC summary for the baseline, and BirdNET logits of one recording."""
-    from birdpipe.audio import AudioError, stream_audio
-    from birdpipe.features import FeatureConfig, _extractor
+    from birdpipe.data.audio import AudioError, stream_audio
+    from birdpipe.features.spectral import FeatureConfig, _extractor
 
     parts = list(BirdNETStream(config, columns).stream(stream_audio(path, SAMPLE_RATE, max_seconds=max_seconds)))
     if not parts:

@@ -45,11 +45,11 @@ import scipy.fft as sfft
 import torch
 from tqdm import tqdm
 
-from birdpipe.audio import AudioError, stream_audio
-from birdpipe.errors import PipelineError
-from birdpipe.ingest import cpu_workers
-from birdpipe.outputs import atomic_path, write_json, write_table
-from birdpipe.params import FeatureParams
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.outputs import atomic_path, write_json, write_table
+from birdpipe.common.params import FeatureParams
+from birdpipe.common.workers import cpu_workers
+from birdpipe.data.audio import AudioError, stream_audio
 
 SPLITS = ("train", "val", "test")
 STATS_MFCC = 20  # MFCCs summarised per recording for the MFCC-statistics baseline
@@ -77,7 +77,7 @@ class FeatureConfig:
     @classmethod
     def from_params(cls, params: FeatureParams) -> FeatureConfig:
         if params.kind == "birdnet":
-            from birdpipe.embeddings import birdnet_config
+            from birdpipe.features.embeddings import birdnet_config
 
             return birdnet_config(params)
         return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if f.name != "model_checksum"})
@@ -97,7 +97,7 @@ class FeatureConfig:
     @property
     def bins(self) -> int:
         if self.kind == "birdnet":
-            from birdpipe.embeddings import EMBEDDING_SIZE
+            from birdpipe.features.embeddings import EMBEDDING_SIZE
 
             return EMBEDDING_SIZE
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
@@ -327,7 +327,7 @@ def _extract_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, np.n
     path, config, max_seconds, activity_windows, activity_seconds, birdnet_columns = job
     try:
         if config.kind == "birdnet":
-            from birdpipe.embeddings import extract_birdnet
+            from birdpipe.features.embeddings import extract_birdnet
 
             return (*extract_birdnet(path, config, max_seconds, birdnet_columns), None)
         features, summary = extract_recording(path, config, max_seconds, activity_windows, activity_seconds)
@@ -364,7 +364,7 @@ def build_cache(
     birdnet_info: dict[str, Any] | None = None
     columns: list[int | None] = []
     if config.kind == "birdnet":
-        from birdpipe.embeddings import species_columns
+        from birdpipe.features.embeddings import species_columns
 
         birdnet_info = species_columns(species, table)
         columns = birdnet_info.pop("columns")

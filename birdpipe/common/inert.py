@@ -3,7 +3,7 @@
 ``dvc exp run -S loss.gamma=3`` on the default ``loss.name: ce`` retrains and gives identical metrics, because
 gamma is read only by the focal loss. :func:`inert_params` returns one line per such key, and only for keys
 whose value differs from the schema default (the user changed them), so the defaults warn about nothing.
-:func:`warn_inert` prints them to stderr; :func:`birdpipe.params.load_params`, which every stage calls
+:func:`warn_inert` prints them to stderr; :func:`birdpipe.common.params.load_params`, which every stage calls
 first, runs it, as does ``python -m birdpipe params``.
 
 Adding a rule: append one ``Rule(keys, used, why)`` to :data:`RULES`:
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from birdpipe.params import Params
+from birdpipe.common.params import Params
 
 
 class Rule(NamedTuple):

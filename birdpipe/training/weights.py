@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from birdpipe.params import WEIGHT_METHODS, WeightParams
+from birdpipe.common.params import WEIGHT_METHODS, WeightParams
 
 
 def raw_weights(counts: np.ndarray, method: str, beta: float) -> np.ndarray:

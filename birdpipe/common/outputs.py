@@ -7,7 +7,7 @@ one is complete. A folder replaces the old one in a single rename that swaps the
 the swap is unsupported, two renames are used and the next write puts the old folder back if a kill fell
 between them. Temporaries carry the writer's process id and a random token: two processes (or two threads)
 writing the same target never share one. A full disk or an unwritable folder becomes an
-:class:`~birdpipe.errors.OutputError`: one sentence naming the output and the space it needs.
+:class:`~birdpipe.common.errors.OutputError`: one sentence naming the output and the space it needs.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from birdpipe.errors import OutputError, write_error
+from birdpipe.common.errors import OutputError, write_error
 
 _WRITING: set[str] = set()  # real paths of the temporaries (and fallback .old folders) this process holds now
 _SWEPT: set[str] = set()  # folders this process has cleared of killed writers' temporaries

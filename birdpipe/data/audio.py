@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from birdpipe.errors import PipelineError
+from birdpipe.common.errors import PipelineError
 
 # What libsndfile 1.2.2 decodes (each extension is tested by writing a file and reading it back), the
 # original four first. Left out: RAW (no header), MAT4/MAT5 (.mat is MATLAB data), XI (stores no sample rate).

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from birdpipe.features import window_starts
+from birdpipe.features.spectral import window_starts
 
 SAMPLER_EXPONENT = {"uniform": 1.0, "sqrt": 0.5, "class_balanced": 0.0}
 

@@ -1,7 +1,7 @@
 """Ingest: turn a source of labelled recordings into a checked manifest.
 
 Sources (``data.source``):
-- ``synthetic``: the seeded generator in :mod:`birdpipe.synthetic` writes MP3s and a metadata CSV, which
+- ``synthetic``: the seeded generator in :mod:`birdpipe.data.synthetic.corpus` writes MP3s and a metadata CSV, which
   is then ingested like any other CSV.
 - a folder with one sub-folder per species (BirdCLEF ``train_audio`` style); files are found recursively.
 - a metadata CSV in one of three forms: explicit ``path,label``; BirdCLEF ``primary_label,filename``;
@@ -30,9 +30,10 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from birdpipe.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS, AudioError, audio_files, check_recording
-from birdpipe.errors import PipelineError
-from birdpipe.params import DataParams
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import DataParams
+from birdpipe.common.workers import cpu_workers
+from birdpipe.data.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS, AudioError, audio_files, check_recording
 
 TEMPORARY_COPY = "/.dvc/tmp/exps/"  # where DVC runs queued and --temp experiments
 
@@ -51,16 +52,6 @@ class Candidate:
     path: str
     label: str
     extra: dict[str, Any]
-
-
-def cpu_workers(requested: int = 0) -> int:
-    """Worker processes to use: ``requested``, or every core this process may run on when 0."""
-    if requested > 0:
-        return requested
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ----------------------------------------------------------------------------------------- sources

@@ -120,8 +120,8 @@ import soundfile as sf
 from scipy.special import ndtr, ndtri
 from tqdm import tqdm
 
-from birdpipe.ingest import cpu_workers
-from birdpipe.params import SyntheticParams
+from birdpipe.common.params import SyntheticParams
+from birdpipe.common.workers import cpu_workers
 
 # ------------------------------------------------------------------------------------------ settings
 DURATION_SIGMA = 0.45  # log-normal sigma of recording lengths (before truncation)

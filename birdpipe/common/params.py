@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from birdpipe.errors import PipelineError
+from birdpipe.common.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
 WEIGHT_METHODS = ("inverse_frequency", "balanced", "sqrt", "effective_number")
@@ -215,7 +215,7 @@ class FusionParams(Section):
     method: Literal["none", "birdnet"] = Field(
         "none",
         description="birdnet: BirdNET speaks for the species it knows, the model for the others; a weighted "
-        "geometric mean of the two, weight and pooling chosen on val (birdpipe/fusion.py)",
+        "geometric mean of the two, weight and pooling chosen on val (birdpipe/evaluation/fusion.py)",
     )
     weights: list[float] = Field(
         [0.0, 0.25, 0.5, 0.75, 1.0], description="weights of the trained model tried on val (1 = the model alone)"
@@ -456,7 +456,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
             raw = yaml.safe_load(handle)
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path} is not valid YAML: {exc}") from None
-    from birdpipe.inert import warn_inert  # late: inert imports this module; warns of keys that cannot matter
+    from birdpipe.common.inert import warn_inert  # late: inert imports this module; warns of keys that cannot matter
 
     return warn_inert(validate_params(raw, str(path)))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from birdpipe.errors import PipelineError
+from birdpipe.common.errors import PipelineError
 
 SAMPLE_RATE = 48000
 WINDOW_SECONDS = 3.0
