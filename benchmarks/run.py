@@ -29,8 +29,8 @@ import pandas as pd
 import soundfile as sf
 import torch
 
-from birdpipe.audio import load_audio, probe
-from birdpipe.features import FeatureConfig, extract_recording
+from birdpipe.data.audio import load_audio, probe
+from birdpipe.features.spectral import FeatureConfig, extract_recording
 
 WARMUP_STEPS = 3
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xc_puerto_rico"
@@ -88,8 +88,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
 
 
 def bench_train(device: str, seconds: float = 15.0) -> None:
+    from birdpipe.common.params import ModelParams
     from birdpipe.models import InputShape, build_model
-    from birdpipe.params import ModelParams
 
     print(f"\n== training throughput on {device} ({torch.get_num_threads()} threads), MFCC windows 3x20x172, batch 32")
     shape = InputShape(3, 20, 172)

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm import tqdm
 
-from birdpipe.audio import load_audio
+from birdpipe.data.audio import load_audio
 
 RATE = 22050
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from birdpipe.errors import PipelineError
+from birdpipe.common.errors import PipelineError
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from birdpipe.params import PARAMS_FILE, load_params, schema_lines
+    from birdpipe.common.params import PARAMS_FILE, load_params, schema_lines
 
     if args.check:
         load_params(args.check)  # also warns (stderr) of every key whose value cannot matter
@@ -59,7 +59,7 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _phases(args: argparse.Namespace) -> int:
-    from birdpipe import phases
+    from birdpipe.reports import phases
 
     return phases.main(args)
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--check", metavar="YAML", help="validate a params file (and warn of inert keys) instead")
     params.set_defaults(handler=_params)
 
-    from birdpipe.phases import add_parser as add_phases
+    from birdpipe.reports.phases import add_parser as add_phases
 
     add_phases(commands, _phases)
     return parser

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from birdpipe.errors import PipelineError
-from birdpipe.features import FeatureConfig
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import ModelParams
+from birdpipe.features.spectral import FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model
-from birdpipe.params import ModelParams
 
 BUNDLE_FORMAT = 1
 REQUIRED = ("bundle.json", "model.pt")

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from birdpipe.audio import AudioError, audio_files, probe, stream_audio
 from birdpipe.bundle import Bundle
-from birdpipe.errors import PipelineError
-from birdpipe.evaluation import batch_probabilities
-from birdpipe.features import FeatureExtractor
-from birdpipe.metrics import aggregate
-from birdpipe.outputs import atomic_path
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.outputs import atomic_path
+from birdpipe.data.audio import AudioError, audio_files, probe, stream_audio
+from birdpipe.evaluation.evaluate import batch_probabilities
+from birdpipe.evaluation.metrics import aggregate
+from birdpipe.features.spectral import FeatureExtractor
 
 RAVEN_COLUMNS = (
     "Selection",
@@ -265,10 +265,10 @@ class Predictor:
         return result
 
 
-def birdnet_stream(bundle: Bundle):  # -> birdpipe.embeddings.BirdNETStream
+def birdnet_stream(bundle: Bundle):  # -> birdpipe.features.embeddings.BirdNETStream
     """BirdNET embeddings for a bundle trained on them; the installed model must be the one it was trained on."""
-    from birdpipe import birdnet
-    from birdpipe.embeddings import BirdNETStream
+    from birdpipe.features import birdnet
+    from birdpipe.features.embeddings import BirdNETStream
 
     config = bundle.feature_config
     installed = birdnet.model_checksum()
@@ -299,7 +299,7 @@ def gate_by_birdnet(
 
 def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, bundle: Bundle) -> np.ndarray:
     """The bundle's late fusion of one recording's probabilities with BirdNET's pooled logits."""
-    from birdpipe.fusion import Fusion, pool_logits
+    from birdpipe.evaluation.fusion import Fusion, pool_logits
 
     fitted = Fusion.from_dict(fusion)
     known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])

@@ -1,10 +1,10 @@
 """baselines: feature cache -> metrics/baselines.json (majority, MFCC + LR; BirdNET zero-shot and BirdNET + LR)."""
 
-from birdpipe.baselines import run_baselines
-from birdpipe.errors import run_stage
-from birdpipe.features import FeatureCache
-from birdpipe.outputs import write_json
-from birdpipe.params import load_params
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import write_json
+from birdpipe.common.params import load_params
+from birdpipe.evaluation.baselines import run_baselines
+from birdpipe.features.spectral import FeatureCache
 
 
 def main() -> None:

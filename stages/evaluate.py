@@ -3,13 +3,13 @@
 import pandas as pd
 
 from birdpipe.bundle import load_bundle
-from birdpipe.errors import run_stage
-from birdpipe.evaluation import evaluate_split, micro_pr_curve, predictions_table
-from birdpipe.features import FeatureCache
-from birdpipe.outputs import write_json, write_table
-from birdpipe.params import load_params
-from birdpipe.plots import confusion_matrix_png, f1_vs_count_png
-from birdpipe.training import resolve_device
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import write_json, write_table
+from birdpipe.common.params import load_params
+from birdpipe.common.workers import resolve_device
+from birdpipe.evaluation.evaluate import evaluate_split, micro_pr_curve, predictions_table
+from birdpipe.evaluation.plots import confusion_matrix_png, f1_vs_count_png
+from birdpipe.features.spectral import FeatureCache
 
 
 def main() -> None:

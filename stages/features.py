@@ -1,9 +1,9 @@
 """features: data/split.csv + audio -> data/features/ (memory-mappable arrays per split, index, config)."""
 
-from birdpipe.errors import run_stage
-from birdpipe.features import build_cache
-from birdpipe.outputs import read_table
-from birdpipe.params import load_params
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import read_table
+from birdpipe.common.params import load_params
+from birdpipe.features.spectral import build_cache
 
 
 def main() -> None:

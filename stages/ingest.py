@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from birdpipe.errors import run_stage
-from birdpipe.ingest import find_candidates, ingest, read_metadata
-from birdpipe.outputs import atomic_path, write_json, write_table
-from birdpipe.params import load_params
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import atomic_path, write_json, write_table
+from birdpipe.common.params import load_params
+from birdpipe.data.ingest import find_candidates, ingest, read_metadata
 
 SYNTHETIC_DIR = Path("data/synthetic")
 
@@ -15,7 +15,7 @@ def main() -> None:
     with atomic_path(SYNTHETIC_DIR) as synthetic_dir:
         synthetic_dir.mkdir(parents=True)
         if params.data.source == "synthetic":
-            from birdpipe.synthetic import generate_corpus
+            from birdpipe.data.synthetic.corpus import generate_corpus
 
             generate_corpus(params.data.synthetic, synthetic_dir, seed=params.seed)
         else:  # the output exists for DVC whatever the source; it says why it is empty

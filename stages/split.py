@@ -1,9 +1,9 @@
 """split: data/manifest.csv -> data/split.csv (manifest + split column) and data/split_report.json."""
 
-from birdpipe.errors import run_stage
-from birdpipe.outputs import read_table, write_json, write_table
-from birdpipe.params import load_params
-from birdpipe.split import split_recordings, split_seed
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import read_table, write_json, write_table
+from birdpipe.common.params import load_params
+from birdpipe.data.split import split_recordings, split_seed
 
 
 def main() -> None:

@@ -3,12 +3,12 @@
 from pathlib import Path
 
 from birdpipe.bundle import save_bundle
-from birdpipe.errors import run_stage
-from birdpipe.features import FeatureCache
-from birdpipe.outputs import atomic_path, read_json, read_table, write_json
-from birdpipe.params import load_params
-from birdpipe.plots import training_curves_png
-from birdpipe.training import fit
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import atomic_path, read_json, read_table, write_json
+from birdpipe.common.params import load_params
+from birdpipe.evaluation.plots import training_curves_png
+from birdpipe.features.spectral import FeatureCache
+from birdpipe.training.loop import fit
 
 INPUTS = [
     Path("data/features/config.json"),

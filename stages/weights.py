@@ -1,10 +1,10 @@
 """weights: data/features -> data/class_weights.json and data/feature_stats.json (training split only)."""
 
-from birdpipe.errors import run_stage
-from birdpipe.features import FeatureCache
-from birdpipe.outputs import write_json
-from birdpipe.params import load_params
-from birdpipe.weights import class_weights, feature_stats
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import write_json
+from birdpipe.common.params import load_params
+from birdpipe.features.spectral import FeatureCache
+from birdpipe.training.weights import class_weights, feature_stats
 
 
 def main() -> None:

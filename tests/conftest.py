@@ -107,11 +107,11 @@ def species_folder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_cache(tmp_path_factory) -> dict:
     """Ingest, split, features (MFCC, first 8 s) and weights of the real clips, once per test session."""
-    from birdpipe.features import FeatureCache, build_cache
-    from birdpipe.ingest import find_candidates, ingest
-    from birdpipe.params import DataParams, FeatureParams, SplitParams, WeightParams
-    from birdpipe.split import split_recordings
-    from birdpipe.weights import class_weights, feature_stats
+    from birdpipe.common.params import DataParams, FeatureParams, SplitParams, WeightParams
+    from birdpipe.data.ingest import find_candidates, ingest
+    from birdpipe.data.split import split_recordings
+    from birdpipe.features.spectral import FeatureCache, build_cache
+    from birdpipe.training.weights import class_weights, feature_stats
 
     root = tmp_path_factory.mktemp("real_cache")
     data = DataParams(source=str(XC_CLIPS / "metadata.csv"))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from birdpipe.audio import (
+from birdpipe.data.audio import (
     AUDIO_EXTENSIONS,
     CLIP_LEVEL,
     UNSUPPORTED_EXTENSIONS,

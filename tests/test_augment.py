@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from birdpipe.augment import Augmenter, NoiseBank, mix_at_snr
-from birdpipe.features import FeatureConfig, FeatureExtractor
-from birdpipe.params import AugmentParams
+from birdpipe.common.params import AugmentParams
+from birdpipe.features.spectral import FeatureConfig, FeatureExtractor
+from birdpipe.training.augment import Augmenter, NoiseBank, mix_at_snr
 from tests.conftest import chirp
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.baselines import run_baselines
-from birdpipe.params import validate_params
+from birdpipe.common.params import validate_params
+from birdpipe.evaluation.baselines import run_baselines
 
 METRICS = {"accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "map", "f1_rare", "f1_common", "species",
            "rare_species", "recordings"}  # fmt: skip

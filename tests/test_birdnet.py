@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdpipe import birdnet
-from birdpipe.audio import load_audio
-from birdpipe.birdnet import (
+from birdpipe.data.audio import load_audio
+from birdpipe.features import birdnet
+from birdpipe.features.birdnet import (
     EMBEDDING_SIZE,
     SAMPLE_RATE,
     WINDOW_SAMPLES,

@@ -1,7 +1,7 @@
 """The DVC DAG keeps its promise: `dvc status` says "up to date" only when outputs match the code, params and data.
 
 Deps granularity: each stage lists, one by one, the project module files its `cmd` imports (transitively, imports
-inside functions included, read with `ast` by birdpipe/codedeps.py at test time), and a sub-package as its folder
+inside functions included, read with `ast` by birdpipe/common/codedeps.py at test time), and a sub-package as its folder
 (birdpipe/models: one unit whose __init__ loads its members lazily, and where new models land). Files rather than
 the whole `birdpipe/` folder, so that an edit reruns exactly the stages that run the edited code: metrics.py reruns
 train, evaluate and baselines; predict.py or phases.py rerun nothing. The test names each stage and the files it
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from birdpipe.codedeps import ROOT, cmd_modules, module_closure
+from birdpipe.common.codedeps import ROOT, cmd_modules, module_closure
 
 DVC_YAML = ROOT / "dvc.yaml"
 PROJECT_PACKAGES = ("birdpipe", "stages")
@@ -79,7 +79,8 @@ def test_code_deps_exist() -> None:
 def test_import_closure_follows_lazy_imports_and_parent_packages() -> None:
     files = {p.relative_to(ROOT).as_posix() for p in module_closure(["stages.train"])}
     # hf: `from birdpipe.models import hf` inside build_model; weights: inside losses.build_loss
-    assert {"birdpipe/models/hf.py", "birdpipe/weights.py", "birdpipe/__init__.py", "stages/__init__.py"} <= files
+    expected = {"birdpipe/models/hf.py", "birdpipe/training/weights.py", "birdpipe/__init__.py", "stages/__init__.py"}
+    assert expected <= files
     assert "birdpipe/predict.py" not in files
 
 
@@ -166,14 +167,14 @@ def test_external_source_changes_rerun_ingest_and_synthetic_stays_a_no_op(tmp_pa
 
 @pytest.mark.parametrize("stage", ["train", "evaluate", "baselines"])
 def test_metrics_code_is_a_dep_of_the_stages_that_report_metrics(stage: str) -> None:
-    assert "birdpipe/metrics.py" in _stages()[stage]["deps"]
+    assert "birdpipe/evaluation/metrics.py" in _stages()[stage]["deps"]
 
 
 # ------------------------------------------------------------------------------------ the training fingerprint
 def test_training_fingerprint_changes_with_the_code_training_imports(tmp_path: Path, monkeypatch) -> None:
-    from birdpipe import codedeps
-    from birdpipe.params import validate_params
-    from birdpipe.training import training_fingerprint
+    from birdpipe.common import codedeps
+    from birdpipe.common.params import validate_params
+    from birdpipe.training.loop import training_fingerprint
 
     for package in PROJECT_PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -186,7 +187,7 @@ def test_training_fingerprint_changes_with_the_code_training_imports(tmp_path: P
 
     (tmp_path / "birdpipe" / "predict.py").write_text("# not imported by training\n")
     assert training_fingerprint(params, inputs) == before
-    for module in ("birdpipe/losses.py", "birdpipe/models/hf.py", "stages/train.py"):  # hf is imported lazily
+    for module in ("birdpipe/training/losses.py", "birdpipe/models/hf.py", "stages/train.py"):  # hf is imported lazily
         path = tmp_path / module
         original = path.read_bytes()
         path.write_bytes(original + b"\n# edited\n")
@@ -198,9 +199,9 @@ def test_training_fingerprint_changes_with_the_code_training_imports(tmp_path: P
 
 
 def test_training_fingerprint_reads_the_train_stage_code_deps() -> None:
-    from birdpipe.codedeps import code_digest
-    from birdpipe.training import TRAINING_CODE
+    from birdpipe.common.codedeps import code_digest
+    from birdpipe.training.loop import TRAINING_CODE
 
     code = [f for f in code_digest(TRAINING_CODE) if (ROOT / f).stat().st_size]
-    assert "birdpipe/training.py" in code and "birdpipe/models/hf.py" in code
+    assert "birdpipe/training/loop.py" in code and "birdpipe/models/hf.py" in code
     assert [f for f in code if not _covered(f, _stages()["train"]["deps"])] == []

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.data import EvalWindows, TrainSampler, TrainWindows, crop, expected_class_frequencies
-from birdpipe.features import window_starts
+from birdpipe.data.windows import EvalWindows, TrainSampler, TrainWindows, crop, expected_class_frequencies
+from birdpipe.features.spectral import window_starts
 
 
 def recordings(lengths_per_class: list[list[int]]) -> pd.DataFrame:

@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.audio import load_audio
-from birdpipe.features import (
+from birdpipe.common.params import DataParams, FeatureParams, SplitParams
+from birdpipe.data.audio import load_audio
+from birdpipe.data.ingest import find_candidates, ingest
+from birdpipe.data.split import split_recordings
+from birdpipe.features.spectral import (
     FEATURE_GRID,
     FeatureCache,
     FeatureConfig,
@@ -21,9 +24,6 @@ from birdpipe.features import (
     build_cache,
     extract_recording,
 )
-from birdpipe.ingest import find_candidates, ingest
-from birdpipe.params import DataParams, FeatureParams, SplitParams
-from birdpipe.split import split_recordings
 from tests.conftest import chirp
 
 CLIP = "audio/Vireo_latimeri/805338.ogg"
@@ -137,9 +137,9 @@ def test_species_only_outside_train_are_left_out_and_reported(species_folder, tm
 def test_a_cache_where_no_recording_can_be_read_is_an_error_not_an_empty_cache(tmp_path):
     import pandas as pd
 
-    from birdpipe.audio import AudioError
-    from birdpipe.features import build_cache
-    from birdpipe.params import FeatureParams
+    from birdpipe.common.params import FeatureParams
+    from birdpipe.data.audio import AudioError
+    from birdpipe.features.spectral import build_cache
 
     table = pd.DataFrame({"id": ["a", "b"], "path": [str(tmp_path / "missing.wav"), str(tmp_path / "gone.flac")],
                           "label": ["x", "x"], "split": ["train", "test"]})  # fmt: skip
@@ -172,7 +172,7 @@ def test_features_of_a_real_clip_have_the_stored_bytes(xc_clips, kind):
     digest = _cache_digest(xc_clips / SHORT_CLIP, kind)
     assert digest == FEATURES_SHA256[kind], (
         f"The {kind} features of {SHORT_CLIP} are no longer what they were. If you changed the extractor "
-        f"(birdpipe/features.py, the decoding or resampling in birdpipe/audio.py) or a version pinned in "
+        f"(birdpipe/features/spectral.py, the decoding or resampling in birdpipe/data/audio.py) or a version pinned in "
         f"requirements.txt on purpose, set FEATURES_SHA256[{kind!r}] = {digest!r} (tests/test_features.py) and "
         f"rerun the pipeline: data/features in dvc.lock changes with it. If not, the features now depend on "
         f"something they should not (CPU, thread count, library version: numpy {np.__version__})."

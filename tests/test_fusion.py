@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from birdpipe.fusion import Fusion, fit_fusion, pool_logits, zero_shot_probs
+from birdpipe.common.params import ModelParams, ParamsError, validate_params
+from birdpipe.evaluation.fusion import Fusion, fit_fusion, pool_logits, zero_shot_probs
 from birdpipe.models import InputShape, Standardize, build_model
-from birdpipe.params import ModelParams, ParamsError, validate_params
 
 
 def _simulated(n: int, k: int, known: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdpipe.ingest import IngestError, find_candidates, ingest, read_metadata
-from birdpipe.params import DataParams
+from birdpipe.common.params import DataParams
+from birdpipe.data.ingest import IngestError, find_candidates, ingest, read_metadata
 from tests.conftest import chirp, write_bad_files, write_mp2_tone, write_signal_problems
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from birdpipe.losses import ClassificationLoss, as_soft_targets, build_loss
-from birdpipe.params import LossParams, WeightParams
-from birdpipe.weights import class_weights
+from birdpipe.common.params import LossParams, WeightParams
+from birdpipe.training.losses import ClassificationLoss, as_soft_targets, build_loss
+from birdpipe.training.weights import class_weights
 
 SPECIES = ["a", "b", "c", "d"]
 COUNTS = [40, 20, 5, 1]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from birdpipe.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
+from birdpipe.evaluation.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
 
 
 def onehot_probs(predictions, n=3):

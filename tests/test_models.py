@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from birdpipe.common.params import ModelParams
 from birdpipe.models import InputShape, build_model, count_parameters
-from birdpipe.params import ModelParams
 
 STUDY_SPECIES = 89  # the study's label set; its counts are for 3-channel inputs
 

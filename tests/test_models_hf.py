@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from birdpipe.errors import PipelineError
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import ASTParams, ModelParams, ViTParams
 from birdpipe.models import InputShape, build_model, hf
-from birdpipe.params import ASTParams, ModelParams, ViTParams
 
 TINY_VIT = ViTParams(hidden_size=32, layers=2, heads=2, intermediate_size=64, patch_size=8)
 TINY_AST = ASTParams(

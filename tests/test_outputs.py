@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from birdpipe import outputs
-from birdpipe.errors import OutputError, PipelineError
-from birdpipe.outputs import atomic_path, read_json, write_json, write_table
+from birdpipe.common import outputs
+from birdpipe.common.errors import OutputError, PipelineError
+from birdpipe.common.outputs import atomic_path, read_json, write_json, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_two_writers_of_one_target_never_share_a_temporary(tmp_path):
 KILLED_WRITE = """
 import os, signal, sys
 from pathlib import Path
-import birdpipe.outputs as o
+import birdpipe.common.outputs as o
 
 target, point = Path(sys.argv[1]), sys.argv[2]
 

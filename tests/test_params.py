@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from birdpipe.inert import inert_params
-from birdpipe.params import Params, ParamsError, apply_overrides, load_params, schema_lines, validate_params
+from birdpipe.common.inert import inert_params
+from birdpipe.common.params import Params, ParamsError, apply_overrides, load_params, schema_lines, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

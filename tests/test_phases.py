@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from birdpipe.errors import PipelineError
-from birdpipe.params import ParamsError
-from birdpipe.phases import (
-    Phase,
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import ParamsError
+from birdpipe.reports.experiments import Phase, experiments_from_json, load_phases
+from birdpipe.reports.phases import (
     exp_run_command,
-    experiments_from_json,
     hydra_value,
-    load_phases,
     parse_sets,
     render_report,
     validate_phase,
@@ -167,7 +165,7 @@ def test_report_puts_study_figures_beside_ours():
 
 
 def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
-    from birdpipe.seeds import render, seed_rows
+    from birdpipe.reports.seeds import render, seed_rows
 
     def run(f1, lr_f1):
         return {"test.f1_macro": f1, "test.accuracy": 0.5, "test.map": 0.4, "test.f1_rare": 0.2,
@@ -191,7 +189,7 @@ def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
 
 
 def test_report_selection_by_prefix_falls_back_to_seed_zero():
-    from birdpipe.phases import select_results
+    from birdpipe.reports.experiments import select_results
 
     results = {"real_phase0_cnn": {"a": 1}, "real_phase2b_cnnv2_focal_s0": {"a": 2}, "phase0_cnn": {"a": 3}}
     chosen = select_results(results, "real_")
@@ -200,7 +198,7 @@ def test_report_selection_by_prefix_falls_back_to_seed_zero():
 
 
 def test_seed_table_is_spliced_between_the_readme_markers():
-    from birdpipe.seeds import README_END, README_START, splice
+    from birdpipe.reports.seeds import README_END, README_START, splice
 
     readme = f"intro\n{README_START}\nold table\n{README_END}\nafter\n"
     spliced = splice(readme, "| new | table |\n")
@@ -211,7 +209,7 @@ def test_seed_table_is_spliced_between_the_readme_markers():
 
 
 def test_phases_run_outside_the_workspace_and_data_paths_become_absolute(tmp_path, monkeypatch):
-    from birdpipe.phases import _absolute_source
+    from birdpipe.reports.phases import _absolute_source
 
     # run now or queued, a phase runs in a temporary copy: it starts from params.yaml as it stands and
     # leaves the workspace alone (a run in the workspace would hand its params to the next phase)
@@ -229,8 +227,8 @@ def test_phases_cli_lists_phases_and_prints_dry_run_commands(monkeypatch, capsys
     import subprocess
     import sys
 
-    from birdpipe import phases as phases_module
     from birdpipe.__main__ import main
+    from birdpipe.reports import phases as phases_module
 
     listed = subprocess.run([sys.executable, "-m", "birdpipe", "phases", "list"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout  # fmt: skip

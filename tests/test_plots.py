@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from birdpipe.plots import bar_png, confusion_matrix_png, f1_vs_count_png, training_curves_png
+from birdpipe.evaluation.plots import bar_png, confusion_matrix_png, f1_vs_count_png, training_curves_png
 
 SPECIES = ["Alpha_one", "Beta_two", "Gamma_three"]
 HISTORY = [

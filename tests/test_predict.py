@@ -14,10 +14,10 @@ import torch
 
 from birdpipe.__main__ import main as cli
 from birdpipe.bundle import BundleError, load_bundle, save_bundle
-from birdpipe.evaluation import evaluate_split
-from birdpipe.features import FeatureCache, window_starts
+from birdpipe.common.params import EvaluateParams, ModelParams
+from birdpipe.evaluation.evaluate import evaluate_split
+from birdpipe.features.spectral import FeatureCache, window_starts
 from birdpipe.models import InputShape, build_model
-from birdpipe.params import EvaluateParams, ModelParams
 from birdpipe.predict import RAVEN_COLUMNS, PredictOptions, Predictor, find_audio, sliding_windows, write_outputs
 from tests.conftest import chirp, write_bad_files, write_signal_problems
 

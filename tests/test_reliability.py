@@ -15,12 +15,12 @@ import pytest
 import torch
 import yaml
 
-from birdpipe import outputs
 from birdpipe.bundle import load_bundle, save_bundle
-from birdpipe.errors import run_stage
+from birdpipe.common import outputs
+from birdpipe.common.errors import run_stage
+from birdpipe.common.outputs import write_json
+from birdpipe.common.params import ModelParams
 from birdpipe.models import InputShape, build_model
-from birdpipe.outputs import write_json
-from birdpipe.params import ModelParams
 from stages import features as features_stage  # at collection, so Lightning's log handler gets the session's stderr
 from stages import train as train_stage
 
@@ -81,7 +81,7 @@ def full_disk(*args, **kwargs):
 
 
 def test_a_full_disk_during_features_is_one_sentence_and_keeps_the_old_cache(project, monkeypatch, capsys):
-    from birdpipe import features
+    from birdpipe.features import spectral as features
 
     main = features_stage.main
     run_stage("features", main)
@@ -120,8 +120,8 @@ def test_an_unwritable_data_folder_stops_features_with_one_sentence(project, mon
 
 KILLED_FEATURES = """
 import os, signal
-from birdpipe import features
-from birdpipe.errors import run_stage
+from birdpipe.features import spectral as features
+from birdpipe.common.errors import run_stage
 from stages.features import main
 
 real = features._write_npy
@@ -139,7 +139,7 @@ run_stage("features", main)
 
 
 def test_features_killed_in_the_middle_leave_the_old_cache_then_the_rerun_writes_the_new_one(project, monkeypatch):
-    from birdpipe.features import FeatureCache
+    from birdpipe.features.spectral import FeatureCache
 
     main = features_stage.main
     run_stage("features", main)
@@ -160,8 +160,8 @@ import json, os, signal, sys
 import birdpipe.bundle
 from birdpipe.bundle import save_bundle
 from birdpipe.models import InputShape, build_model
-from birdpipe.outputs import atomic_path
-from birdpipe.params import ModelParams
+from birdpipe.common.outputs import atomic_path
+from birdpipe.common.params import ModelParams
 
 
 class DieOnDump:  # model.pt is written; bundle.json, written next, never is
@@ -263,7 +263,7 @@ def test_run_stage_turns_any_full_disk_or_unwritable_file_into_one_sentence(tmp_
 HOLDER = """
 import time
 from pathlib import Path
-from birdpipe.errors import run_stage
+from birdpipe.common.errors import run_stage
 
 
 def main():

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.params import Params, SplitParams
-from birdpipe.split import SplitError, split_recordings, split_seed
+from birdpipe.common.params import Params, SplitParams
+from birdpipe.data.split import SplitError, split_recordings, split_seed
 
 
 def manifest(counts: dict[str, int], groups: int | None = None, seed: int = 0) -> pd.DataFrame:

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdpipe.params import SyntheticParams
-from birdpipe.synthetic import generate_corpus, species_counts
+from birdpipe.common.params import SyntheticParams
+from birdpipe.data.synthetic.corpus import generate_corpus, species_counts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,7 +211,7 @@ def test_a_tiny_corpus_has_the_stored_bytes(tmp_path: Path) -> None:
     digests = _digests(tmp_path)
     versions = f"numpy {np.__version__}, soundfile {sf.__version__} (libsndfile {sf.__libsndfile_version__})"
     assert digests == GOLDEN_SHA256, (
-        "The synthetic corpus is no longer what it was. If you changed birdpipe/synthetic.py or a version pinned "
+        "The synthetic corpus is no longer what it was. If you changed birdpipe/data/synthetic/ or a version pinned "
         "in requirements.txt on purpose, paste the dict below as GOLDEN_SHA256 (tests/test_synthetic.py) and "
         "rerun the pipeline: data/synthetic in dvc.lock changes with it. If not, the generator's bytes now depend "
         f"on something they should not (CPU, library version: {versions}).\nGOLDEN_SHA256 = {digests!r}"

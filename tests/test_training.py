@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from birdpipe.bundle import BundleError, load_bundle, save_bundle
-from birdpipe.evaluation import evaluate_split
-from birdpipe.outputs import write_json
-from birdpipe.params import TrainParams, validate_params
-from birdpipe.training import LitClassifier, NonFiniteLossError, fit, lr_factor, training_fingerprint
+from birdpipe.common.outputs import write_json
+from birdpipe.common.params import TrainParams, validate_params
+from birdpipe.evaluation.evaluate import evaluate_split
+from birdpipe.training.loop import LitClassifier, NonFiniteLossError, fit, lr_factor, training_fingerprint
 
 TINY = {"train": {"epochs": 2, "window_seconds": 1.0, "hop_seconds": 0.5, "batch_size": 8, "windows_per_recording": 4,
                   "threads": 2}}  # fmt: skip
@@ -84,10 +84,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLED_RUN = """
 import os, signal, sys
 import lightning as L
-from birdpipe.features import FeatureCache
-from birdpipe.outputs import read_json
-from birdpipe.params import validate_params
-from birdpipe.training import fit
+from birdpipe.features.spectral import FeatureCache
+from birdpipe.common.outputs import read_json
+from birdpipe.common.params import validate_params
+from birdpipe.training.loop import fit
 
 job = read_json(sys.argv[1])
 
@@ -206,7 +206,7 @@ def test_discriminative_learning_rates_reach_the_optimizer(real_cache, tmp_path)
 
 
 def test_augmentation_runs_in_training_steps_only(real_cache, tmp_path, monkeypatch):
-    from birdpipe.augment import Augmenter
+    from birdpipe.training.augment import Augmenter
 
     state = {"validating": False, "train_calls": 0}
     original_call, original_val = Augmenter.__call__, LitClassifier.validation_step
@@ -236,9 +236,9 @@ def test_augmentation_runs_in_training_steps_only(real_cache, tmp_path, monkeypa
 def test_ast_bundle_round_trip_through_training(real_cache, tmp_path):
     import pandas as pd
 
-    from birdpipe.features import FeatureCache, build_cache
-    from birdpipe.params import FeatureParams
-    from birdpipe.weights import feature_stats
+    from birdpipe.common.params import FeatureParams
+    from birdpipe.features.spectral import FeatureCache, build_cache
+    from birdpipe.training.weights import feature_stats
 
     table = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})
     root = Path(__file__).resolve().parents[1]  # paths are relative to the repo; this test runs in tmp_path

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdpipe.baselines import run_baselines
 from birdpipe.bundle import load_bundle, save_bundle
-from birdpipe.evaluation import evaluate_split
-from birdpipe.features import FeatureCache, build_cache
-from birdpipe.params import validate_params
+from birdpipe.common.params import validate_params
+from birdpipe.evaluation.baselines import run_baselines
+from birdpipe.evaluation.evaluate import evaluate_split
+from birdpipe.features.spectral import FeatureCache, build_cache
 from birdpipe.predict import PredictOptions, Predictor
-from birdpipe.training import fit
-from birdpipe.weights import class_weights, feature_stats
+from birdpipe.training.loop import fit
+from birdpipe.training.weights import class_weights, feature_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = {

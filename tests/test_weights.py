@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from birdpipe.params import WeightParams
-from birdpipe.weights import class_weights, feature_stats, raw_weights, weight_vector
+from birdpipe.common.params import WeightParams
+from birdpipe.training.weights import class_weights, feature_stats, raw_weights, weight_vector
 
 COUNTS = np.array([100, 10, 1])
 

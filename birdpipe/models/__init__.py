@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from birdpipe.common.params import ModelParams
 from birdpipe.models.cnn import AudioCNN, AudioCNNv2
 from birdpipe.models.embedding import EmbeddingHead
-from birdpipe.params import ModelParams
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from torch.nn import functional as F
 from transformers import ASTConfig, ASTForAudioClassification, ViTConfig, ViTForImageClassification
 from transformers.models.vit.modeling_vit import ViTEmbeddings
 
-from birdpipe.errors import PipelineError
-from birdpipe.params import ModelParams
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import ModelParams
 
 if TYPE_CHECKING:
     from birdpipe.models import InputShape

@@ -1,0 +1,155 @@
+"""Params whose value cannot matter under the other current choices, named so a changed metric-less run is explained.
+
+``dvc exp run -S loss.gamma=3`` on the default ``loss.name: ce`` retrains and gives identical metrics, because
+gamma is read only by the focal loss. :func:`inert_params` returns one line per such key, and only for keys
+whose value differs from the schema default (the user changed them), so the defaults warn about nothing.
+:func:`warn_inert` prints them to stderr; :func:`birdpipe.common.params.load_params`, which every stage calls
+first, runs it, as does ``python -m birdpipe params``.
+
+Adding a rule: append one ``Rule(keys, used, why)`` to :data:`RULES`:
+
+- ``keys``: space-separated dotted keys or fnmatch patterns (``model.vit.*``); a pattern starting with ``-``
+  excludes keys (``augment.noise.* -augment.noise.p``);
+- ``used(params)``: True when those keys can matter; the rule fires when it is False;
+- ``why``: the rest of the line after "<key> has no effect: ", formatted with ``p`` = the params
+  (``"it is used only with features.kind: birdnet (now {p.features.kind})"``).
+
+Each key gets the first rule that fires for it, so put the broader reason (the model that reads the
+section is not chosen) before the narrower one (a checkpoint fixes those sizes).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
+
+from birdpipe.common.params import Params
+
+
+class Rule(NamedTuple):
+    keys: str
+    used: Callable[[Params], bool]
+    why: str
+
+
+def _class_weights_used(p: Params) -> bool:
+    return p.loss.name == "weighted_ce" or (p.loss.name == "focal" and isinstance(p.loss.alpha, str))
+
+
+def _weight_method(p: Params) -> str | None:
+    if p.loss.name == "weighted_ce":
+        return p.loss.weights
+    return p.loss.alpha if p.loss.name == "focal" and isinstance(p.loss.alpha, str) else None
+
+
+_VIT_SIZES = "hidden_size layers heads intermediate_size patch_size"
+_CHECKPOINT = "the checkpoint in model.pretrained fixes it"
+
+RULES: list[Rule] = [
+    # data
+    Rule("data.synthetic.*", lambda p: p.data.source == "synthetic",
+         "it is used only with data.source: synthetic (now {p.data.source})"),
+    Rule("data.label_column data.path_column", lambda p: p.data.source.lower().endswith(".csv"),
+         "it is read only from a metadata CSV data.source (now {p.data.source})"),
+    # split
+    Rule("split.* -split.column -split.val_fold -split.test_fold", lambda p: p.split.column is None,
+         "split.column {p.split.column} fixes the split"),
+    Rule("split.val_fold split.test_fold", lambda p: p.split.column is not None,
+         "it is used only with a fold split.column (now null)"),
+    # features
+    Rule("features.n_mfcc", lambda p: p.features.kind == "mfcc",
+         "it is used only with features.kind: mfcc (now {p.features.kind})"),
+    Rule("features.activity.seconds", lambda p: p.features.activity.windows > 0,
+         "it is used only with features.activity.windows > 0 (now 0: the whole recording is kept)"),
+    # weights: the weights stage always writes data/class_weights.json, but the loss may not read it
+    Rule("weights.*", _class_weights_used,
+         "the loss reads class weights only with loss.name: weighted_ce, or focal with a weight method as "
+         "loss.alpha (now {p.loss.name}); only data/class_weights.json changes"),
+    Rule("weights.effective_beta", lambda p: _weight_method(p) == "effective_number",
+         "it is used only by the effective_number weight method (loss.weights / loss.alpha)"),
+    Rule("features.birdnet.*", lambda p: p.features.kind == "birdnet",
+         "it is used only with features.kind: birdnet (now {p.features.kind})"),
+    Rule("features.n_fft features.hop_length features.n_mels features.fmin features.fmax features.highpass_hz "
+         "features.sample_rate", lambda p: p.features.kind != "birdnet",
+         "BirdNET embeddings fix their own input (3 s at 48 kHz); features.kind is birdnet"),
+    # model
+    Rule("model.embedding.*", lambda p: p.model.name.startswith("embedding_"),
+         "it is used only with model.name: embedding_linear or embedding_mlp (now {p.model.name})"),
+    Rule("model.embedding.hidden_size", lambda p: p.model.name == "embedding_mlp",
+         "it is used only with model.name: embedding_mlp (now {p.model.name})"),
+    Rule("model.dropout", lambda p: not p.model.name.startswith("embedding_"),
+         "embedding heads take model.embedding.dropout (model.name: {p.model.name})"),
+    Rule("model.fusion.* -model.fusion.method", lambda p: p.model.fusion.method != "none",
+         "it is used only with model.fusion.method: birdnet (now none)"),
+    Rule("model.pretrained", lambda p: p.model.name in ("audio_vit", "ast"),
+         "it is used only with model.name: audio_vit or ast (now {p.model.name})"),
+    Rule("model.vit.*", lambda p: p.model.name == "audio_vit",
+         "it is used only with model.name: audio_vit (now {p.model.name})"),
+    Rule("model.ast.*", lambda p: p.model.name == "ast", "it is used only with model.name: ast (now {p.model.name})"),
+    Rule(" ".join(f"model.vit.{k}" for k in _VIT_SIZES.split()), lambda p: not p.model.pretrained, _CHECKPOINT),
+    Rule(" ".join(f"model.ast.{k}" for k in f"{_VIT_SIZES} frequency_stride time_stride".split()),
+         lambda p: not p.model.pretrained, _CHECKPOINT),
+    # loss
+    Rule("loss.gamma loss.alpha", lambda p: p.loss.name == "focal",
+         "it is used only with loss.name: focal (now {p.loss.name})"),
+    Rule("loss.tau", lambda p: p.loss.name == "logit_adjusted",
+         "it is used only with loss.name: logit_adjusted (now {p.loss.name}; balanced_softmax is tau 1)"),
+    Rule("loss.weights", lambda p: p.loss.name == "weighted_ce",
+         "it is used only with loss.name: weighted_ce (now {p.loss.name}; focal weighs by loss.alpha)"),
+    # augment
+    Rule("augment.specaugment.* -augment.specaugment.p", lambda p: p.augment.specaugment.p > 0,
+         "SpecAugment is off (augment.specaugment.p: 0)"),
+    Rule("augment.mixup.alpha", lambda p: p.augment.mixup.p > 0, "MixUp is off (augment.mixup.p: 0)"),
+    Rule("augment.noise.* -augment.noise.p", lambda p: p.augment.noise.p > 0,
+         "noise mixing is off (augment.noise.p: 0)"),
+    Rule("augment.noise.folder", lambda p: p.augment.noise.source == "folder",
+         "it is used only with augment.noise.source: folder (now {p.augment.noise.source})"),
+    # train, evaluate
+    Rule("train.step_size train.step_gamma", lambda p: p.train.scheduler == "step",
+         "it is used only with train.scheduler: step (now {p.train.scheduler})"),
+    Rule("evaluate.topk", lambda p: p.evaluate.aggregate == "topk_mean",
+         "it is used only with evaluate.aggregate: topk_mean (now {p.evaluate.aggregate})"),
+]  # fmt: skip
+
+
+def _leaves(section: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf of a params section."""
+    leaves: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            leaves.update(_leaves(value, f"{prefix}{name}."))
+        else:
+            leaves[f"{prefix}{name}"] = value
+    return leaves
+
+
+def _matches(key: str, patterns: str) -> bool:
+    words = patterns.split()
+    if any(fnmatchcase(key, w[1:]) for w in words if w.startswith("-")):
+        return False
+    return any(fnmatchcase(key, w) for w in words if not w.startswith("-"))
+
+
+def inert_params(params: Params) -> list[str]:
+    """One line per key that differs from the schema default but cannot matter under the current params."""
+    defaults = _leaves(Params())
+    missing = object()
+    changed = [key for key, value in _leaves(params).items() if defaults.get(key, missing) != value]
+    lines: dict[str, str] = {}
+    for rule in RULES:
+        keys = [k for k in changed if k not in lines and _matches(k, rule.keys)]
+        if keys and not rule.used(params):
+            lines.update({k: f"{k} has no effect: {rule.why.format(p=params)}" for k in keys})
+    return [lines[k] for k in changed if k in lines]
+
+
+def warn_inert(params: Params) -> Params:
+    """Print a ``warning:`` line to stderr for every inert key; return ``params`` unchanged."""
+    for line in inert_params(params):
+        print(f"warning: {line}", file=sys.stderr)
+    return params

@@ -1,0 +1,159 @@
+"""Training and evaluation windows cut from the feature cache.
+
+Training: every epoch, windows of ``train.window_seconds`` are cropped at random positions from training
+recordings chosen by ``train.sampler``; the epoch holds ``windows_per_recording`` x recordings windows.
+- ``recording``: each recording gives that many crops per epoch (every recording seen equally often);
+- ``uniform``: draws uniform over all windows, so a recording counts in proportion to its length;
+- ``sqrt``: species drawn in proportion to the square root of their windows (a milder rebalancing);
+- ``class_balanced``: every species equally often.
+Within a species, ``uniform``, ``sqrt`` and ``class_balanced`` pick recordings in proportion to length.
+The draws of epoch e depend only on (seed, e), so a resumed run sees the same batches.
+
+Evaluation: fixed sliding windows (``train.hop_seconds`` apart, the last aligned to the end), aggregated
+per recording by the caller. A recording shorter than a window is tiled to fill it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from birdpipe.features.spectral import window_starts
+
+SAMPLER_EXPONENT = {"uniform": 1.0, "sqrt": 0.5, "class_balanced": 0.0}
+
+
+def crop(array: np.ndarray, start: int, stop: int, offset: int, window: int) -> np.ndarray:
+    """Frames [offset, offset + window) of the recording at array[start:stop], tiled if it is shorter.
+
+    Returns (channels, bins, window) float32, the layout the models take.
+    """
+    length = stop - start
+    if length >= window:
+        frames = np.asarray(array[start + offset : start + offset + window], dtype=np.float32)
+    else:
+        recording = np.asarray(array[start:stop], dtype=np.float32)
+        positions = (offset + np.arange(window)) % length
+        frames = recording[positions]
+    return np.ascontiguousarray(frames.transpose(1, 2, 0))
+
+
+def recording_windows(recordings: pd.DataFrame, window: int) -> np.ndarray:
+    """How many non-overlapping windows each recording holds (at least 1)."""
+    lengths = (recordings["stop"] - recordings["start"]).to_numpy()
+    return np.maximum(1.0, lengths / window)
+
+
+def sampling_probabilities(recordings: pd.DataFrame, window: int, sampler: str) -> np.ndarray:
+    """Probability of drawing each recording under ``sampler`` (not used by ``recording``)."""
+    windows = recording_windows(recordings, window)
+    labels = recordings["label_index"].to_numpy()
+    class_windows = np.bincount(labels, weights=windows)
+    class_mass = np.zeros_like(class_windows)
+    present = class_windows > 0
+    class_mass[present] = np.power(class_windows[present], SAMPLER_EXPONENT[sampler])
+    class_mass /= class_mass.sum()
+    return class_mass[labels] * windows / class_windows[labels]
+
+
+def expected_class_frequencies(recordings: pd.DataFrame, window: int, sampler: str, n_classes: int) -> np.ndarray:
+    """The share of training draws each species gets: the prior a model learns under this sampler."""
+    labels = recordings["label_index"].to_numpy()
+    if sampler == "recording":
+        mass = np.ones(len(recordings))
+    else:
+        mass = sampling_probabilities(recordings, window, sampler)
+    frequencies = np.bincount(labels, weights=mass, minlength=n_classes)
+    return frequencies / frequencies.sum()
+
+
+class TrainSampler(Sampler):
+    """Yields (recording, crop offset) pairs for one epoch; ``set_epoch`` (called by Lightning) reseeds."""
+
+    def __init__(self, recordings: pd.DataFrame, window: int, sampler: str, per_recording: float, seed: int) -> None:
+        self.lengths = (recordings["stop"] - recordings["start"]).to_numpy()
+        self.window = window
+        self.sampler = sampler
+        self.size = max(1, round(per_recording * len(recordings)))
+        self.per_recording = per_recording
+        self.probabilities = None if sampler == "recording" else sampling_probabilities(recordings, window, sampler)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.lengths)
+        if self.probabilities is None:
+            whole, fraction = divmod(self.per_recording, 1.0)
+            chosen = np.repeat(np.arange(n), int(whole))
+            extra = rng.choice(n, size=self.size - chosen.size, replace=False) if fraction > 0 else []
+            chosen = rng.permutation(np.concatenate([chosen, extra]).astype(int))
+        else:
+            chosen = rng.choice(n, size=self.size, p=self.probabilities)
+        room = np.maximum(self.lengths[chosen] - self.window, 0)
+        offsets = np.floor(rng.random(self.size) * (room + 1)).astype(int)
+        offsets = np.where(self.lengths[chosen] < self.window, rng.integers(0, 1 << 30, self.size), offsets)
+        return chosen, offsets
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        chosen, offsets = self.draw(self.epoch)
+        return iter(zip(chosen.tolist(), offsets.tolist(), strict=True))
+
+
+class TrainWindows(Dataset):
+    """Random crops from the training split; indexed by (recording, offset) from :class:`TrainSampler`."""
+
+    def __init__(self, array: np.ndarray, recordings: pd.DataFrame, window: int) -> None:
+        self.array = array
+        self.starts = recordings["start"].to_numpy()
+        self.stops = recordings["stop"].to_numpy()
+        self.labels = recordings["label_index"].to_numpy()
+        self.window = window
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        recording, offset = item
+        length = self.stops[recording] - self.starts[recording]
+        offset = offset % max(length, 1) if length < self.window else min(offset, length - self.window)
+        x = crop(self.array, self.starts[recording], self.stops[recording], offset, self.window)
+        return torch.from_numpy(x), int(self.labels[recording])
+
+
+class EvalWindows(Dataset):
+    """Every sliding window of every recording of a split: (features, recording position, label)."""
+
+    def __init__(self, array: np.ndarray, recordings: pd.DataFrame, window: int, hop: int) -> None:
+        self.array = array
+        self.window = window
+        self.recordings = recordings.reset_index(drop=True)
+        items = []
+        for position, row in enumerate(self.recordings.itertuples()):
+            for offset in window_starts(row.stop - row.start, window, hop):
+                items.append((position, row.start, row.stop, offset))
+        self.items = items
+        self.labels = self.recordings["label_index"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        position, start, stop, offset = self.items[index]
+        x = crop(self.array, start, stop, offset, self.window)
+        return torch.from_numpy(x), position, int(self.labels[position])
+
+    @property
+    def window_recording(self) -> np.ndarray:
+        """The recording position of every window, in dataset order."""
+        return np.array([item[0] for item in self.items], dtype=np.int64)

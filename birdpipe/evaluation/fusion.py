@@ -1,0 +1,108 @@
+"""BirdNET's own classifier as a zero-shot model, and late fusion of a trained model with it.
+
+Zero-shot: BirdNET's window logits for our species are pooled per recording (mean, max or the mean of the
+top 3 windows) and turned into probabilities by a softmax over the species BirdNET knows; a species it
+lacks is never predicted.
+
+Fusion (``model.fusion.method: birdnet``, the study's phase-4 late-fusion design applied to two audio
+models), per recording: BirdNET speaks for the species it knows, the trained model for those it lacks,
+and a weighted geometric mean blends the two,
+
+    q_c = zero_shot_c * P_model(known species)   if BirdNET knows c,   q_c = p_c   otherwise
+    fused_c  proportional to  p_c ** w * q_c ** (1 - w)
+
+so ``w = 1`` is the trained model alone and ``w = 0`` BirdNET alone (with the model's say for the species
+it lacks). The weight and the pooling of BirdNET's window logits are chosen on the validation split only
+(F1-macro, ties broken by log-loss), from the grids ``model.fusion.weights`` and ``model.fusion.poolings``:
+one or two numbers, because a validation split of a few dozen recordings cannot fit more without
+overfitting (a conditional-logit stacker with per-species biases gained on val and lost on test here).
+The chosen values live in the model bundle, so evaluate and predict apply the same fusion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import softmax
+
+POOLINGS = ("mean", "max", "top3_mean")
+EPS = 1e-6
+
+
+def pool_logits(frame_logits: np.ndarray, bounds: np.ndarray, pooling: str) -> np.ndarray:
+    """Recording-level logits (recordings, species) from frame logits; ``bounds`` holds (start, stop) rows."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLINGS)}")
+    out = np.zeros((len(bounds), frame_logits.shape[1]), dtype=np.float64)
+    for r, (start, stop) in enumerate(bounds):
+        rows = np.asarray(frame_logits[start:stop], dtype=np.float64)
+        if pooling == "mean":
+            out[r] = rows.mean(axis=0)
+        elif pooling == "max":
+            out[r] = rows.max(axis=0)
+        else:
+            out[r] = -np.sort(-rows, axis=0)[:3].mean(axis=0)
+    return out
+
+
+def zero_shot_probs(pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Softmax over the species BirdNET knows; the others get probability 0."""
+    if not known.any():
+        raise ValueError("BirdNET knows none of the species: zero-shot does not apply")
+    probs = np.zeros_like(pooled, dtype=np.float64)
+    probs[:, known] = softmax(pooled[:, known], axis=1)
+    return probs
+
+
+@dataclass(frozen=True)
+class Fusion:
+    pooling: str
+    weight: float  # of the trained model; 1 - weight goes to BirdNET
+
+    def probs(self, model_probs: np.ndarray, pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Fused recording probabilities from the model's and BirdNET's pooled logits (recordings, species)."""
+        q = model_probs.astype(np.float64).copy()
+        q[:, known] = zero_shot_probs(pooled, known)[:, known] * model_probs[:, known].sum(axis=1, keepdims=True)
+        log = self.weight * np.log(model_probs + EPS) + (1.0 - self.weight) * np.log(q + EPS)
+        return softmax(log, axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Fusion:
+        return cls(data["pooling"], float(data["weight"]))
+
+
+def fit_fusion(
+    model_probs: np.ndarray,
+    frame_logits: np.ndarray,
+    bounds: np.ndarray,
+    known: np.ndarray,
+    y_true: np.ndarray,
+    poolings: Sequence[str] = ("mean",),
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+) -> tuple[Fusion, dict[str, dict[str, float]]]:
+    """Choose pooling and weight on validation recordings; returns the fusion and every candidate's scores."""
+    if not known.any():
+        raise ValueError("BirdNET knows none of the species: there is nothing to fuse")
+    from birdpipe.evaluation.metrics import classification_metrics
+
+    counts = np.ones(model_probs.shape[1])
+    best: tuple[float, float, Fusion] | None = None
+    scores: dict[str, dict[str, float]] = {}
+    for pooling in poolings:
+        pooled = pool_logits(frame_logits, bounds, pooling) * known
+        for weight in weights:
+            candidate = Fusion(pooling, float(weight))
+            probs = candidate.probs(model_probs, pooled, known)
+            f1 = classification_metrics(y_true, probs, counts, 1)["f1_macro"]
+            log_loss = float(-np.log(probs[np.arange(len(y_true)), y_true] + EPS).mean())
+            scores[f"{pooling} w={weight:g}"] = {"val_f1_macro": round(f1, 6), "val_log_loss": round(log_loss, 6)}
+            if best is None or (f1, -log_loss) > (best[0], -best[1]):
+                best = (f1, log_loss, candidate)
+    assert best is not None
+    return best[2], scores
