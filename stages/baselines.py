@@ -4,7 +4,7 @@ from birdpipe.common.errors import run_stage
 from birdpipe.common.outputs import write_json
 from birdpipe.common.params import load_params
 from birdpipe.evaluation.baselines import run_baselines
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 
 
 def main() -> None:

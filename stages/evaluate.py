@@ -9,7 +9,7 @@ from birdpipe.common.params import load_params
 from birdpipe.common.workers import resolve_device
 from birdpipe.evaluation.evaluate import evaluate_split, micro_pr_curve, predictions_table
 from birdpipe.evaluation.plots import confusion_matrix_png, f1_vs_count_png
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from birdpipe.common.errors import run_stage
 from birdpipe.common.outputs import read_table
 from birdpipe.common.params import load_params
-from birdpipe.features.spectral import build_cache
+from birdpipe.features.cache import build_cache
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from birdpipe.common.errors import run_stage
 from birdpipe.common.outputs import atomic_path, read_json, read_table, write_json
 from birdpipe.common.params import load_params
 from birdpipe.evaluation.plots import training_curves_png
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 from birdpipe.training.loop import fit
 
 INPUTS = [

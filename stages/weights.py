@@ -3,7 +3,7 @@
 from birdpipe.common.errors import run_stage
 from birdpipe.common.outputs import write_json
 from birdpipe.common.params import load_params
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 from birdpipe.training.weights import class_weights, feature_stats
 
 

@@ -110,7 +110,7 @@ def real_cache(tmp_path_factory) -> dict:
     from birdpipe.common.params import DataParams, FeatureParams, SplitParams, WeightParams
     from birdpipe.data.ingest import find_candidates, ingest
     from birdpipe.data.split import split_recordings
-    from birdpipe.features.spectral import FeatureCache, build_cache
+    from birdpipe.features.cache import FeatureCache, build_cache
     from birdpipe.training.weights import class_weights, feature_stats
 
     root = tmp_path_factory.mktemp("real_cache")

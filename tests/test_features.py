@@ -15,15 +15,8 @@ from birdpipe.common.params import DataParams, FeatureParams, SplitParams
 from birdpipe.data.audio import load_audio
 from birdpipe.data.ingest import find_candidates, ingest
 from birdpipe.data.split import split_recordings
-from birdpipe.features.spectral import (
-    FEATURE_GRID,
-    FeatureCache,
-    FeatureConfig,
-    FeatureExtractor,
-    active_windows,
-    build_cache,
-    extract_recording,
-)
+from birdpipe.features.cache import FeatureCache, build_cache
+from birdpipe.features.spectral import FEATURE_GRID, FeatureConfig, FeatureExtractor, active_windows, extract_recording
 from tests.conftest import chirp
 
 CLIP = "audio/Vireo_latimeri/805338.ogg"
@@ -139,7 +132,7 @@ def test_a_cache_where_no_recording_can_be_read_is_an_error_not_an_empty_cache(t
 
     from birdpipe.common.params import FeatureParams
     from birdpipe.data.audio import AudioError
-    from birdpipe.features.spectral import build_cache
+    from birdpipe.features.cache import build_cache
 
     table = pd.DataFrame({"id": ["a", "b"], "path": [str(tmp_path / "missing.wav"), str(tmp_path / "gone.flac")],
                           "label": ["x", "x"], "split": ["train", "test"]})  # fmt: skip

@@ -16,7 +16,8 @@ from birdpipe.__main__ import main as cli
 from birdpipe.bundle import BundleError, load_bundle, save_bundle
 from birdpipe.common.params import EvaluateParams, ModelParams
 from birdpipe.evaluation.evaluate import evaluate_split
-from birdpipe.features.spectral import FeatureCache, window_starts
+from birdpipe.features.cache import FeatureCache
+from birdpipe.features.spectral import window_starts
 from birdpipe.models import InputShape, build_model
 from birdpipe.predict import RAVEN_COLUMNS, PredictOptions, Predictor, find_audio, sliding_windows, write_outputs
 from tests.conftest import chirp, write_bad_files, write_signal_problems

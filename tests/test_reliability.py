@@ -81,7 +81,7 @@ def full_disk(*args, **kwargs):
 
 
 def test_a_full_disk_during_features_is_one_sentence_and_keeps_the_old_cache(project, monkeypatch, capsys):
-    from birdpipe.features import spectral as features
+    from birdpipe.features import cache as features
 
     main = features_stage.main
     run_stage("features", main)
@@ -120,7 +120,7 @@ def test_an_unwritable_data_folder_stops_features_with_one_sentence(project, mon
 
 KILLED_FEATURES = """
 import os, signal
-from birdpipe.features import spectral as features
+from birdpipe.features import cache as features
 from birdpipe.common.errors import run_stage
 from stages.features import main
 
@@ -139,7 +139,7 @@ run_stage("features", main)
 
 
 def test_features_killed_in_the_middle_leave_the_old_cache_then_the_rerun_writes_the_new_one(project, monkeypatch):
-    from birdpipe.features.spectral import FeatureCache
+    from birdpipe.features.cache import FeatureCache
 
     main = features_stage.main
     run_stage("features", main)

@@ -84,7 +84,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLED_RUN = """
 import os, signal, sys
 import lightning as L
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 from birdpipe.common.outputs import read_json
 from birdpipe.common.params import validate_params
 from birdpipe.training.loop import fit
@@ -237,7 +237,7 @@ def test_ast_bundle_round_trip_through_training(real_cache, tmp_path):
     import pandas as pd
 
     from birdpipe.common.params import FeatureParams
-    from birdpipe.features.spectral import FeatureCache, build_cache
+    from birdpipe.features.cache import FeatureCache, build_cache
     from birdpipe.training.weights import feature_stats
 
     table = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})

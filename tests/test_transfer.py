@@ -13,7 +13,7 @@ from birdpipe.bundle import load_bundle, save_bundle
 from birdpipe.common.params import validate_params
 from birdpipe.evaluation.baselines import run_baselines
 from birdpipe.evaluation.evaluate import evaluate_split
-from birdpipe.features.spectral import FeatureCache, build_cache
+from birdpipe.features.cache import FeatureCache, build_cache
 from birdpipe.predict import PredictOptions, Predictor
 from birdpipe.training.loop import fit
 from birdpipe.training.weights import class_weights, feature_stats

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from birdpipe.common.params import Params
 from birdpipe.evaluation.metrics import classification_metrics
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 
 SPLITS = ("val", "test")
 

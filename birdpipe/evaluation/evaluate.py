@@ -20,7 +20,7 @@ from birdpipe.bundle import Bundle
 from birdpipe.common.params import EvaluateParams
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
-from birdpipe.features.spectral import FeatureCache
+from birdpipe.features.cache import FeatureCache
 
 PR_POINTS = 400
 

@@ -20,27 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from birdpipe.common.params import FeatureParams
 from birdpipe.features import birdnet
-from birdpipe.features.birdnet import EMBEDDING_SIZE, SAMPLE_RATE, WINDOW_SAMPLES
+from birdpipe.features.birdnet import EMBEDDING_SIZE, SAMPLE_RATE
 
-__all__ = ["EMBEDDING_SIZE", "BirdNETStream", "birdnet_config", "extract_birdnet", "species_columns"]
+__all__ = ["EMBEDDING_SIZE", "BirdNETStream", "extract_birdnet", "species_columns"]
 
 MFCC_SUMMARY_RATE = 22050  # the mfcc cache's default rate, so mfcc_logreg scores the same as in mfcc runs
-
-
-def birdnet_config(params: FeatureParams):  # -> FeatureConfig (imported lazily: features imports this module)
-    """The feature config of a BirdNET cache: what the embeddings depend on, and the model's checksum."""
-    from birdpipe.features.spectral import FeatureConfig
-
-    return FeatureConfig(
-        kind="birdnet",
-        sample_rate=SAMPLE_RATE,
-        n_fft=WINDOW_SAMPLES,
-        hop_length=round(params.birdnet.hop_seconds * SAMPLE_RATE),
-        dtype=params.dtype,
-        model_checksum=birdnet.model_checksum(),
-    )
 
 
 def species_columns(species: list[str], table: pd.DataFrame) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Features: log-mel and MFCC+delta+delta-delta, a streaming extractor and the on-disk cache.
+"""Features: log-mel and MFCC+delta+delta-delta, the feature config and a streaming extractor.
 
 The extractor is stateless per frame: a power STFT (Hann window, ``n_fft``, ``hop_length``, reflect
 padding at the true start and end only), a high-pass as a 4th-order Butterworth magnitude response on the
@@ -21,37 +21,23 @@ of ~1e-12 per value: a default cache of 5e7 values comes out the same bits with 
 The study's reports disagree on the MFCC input shape (3 x 20 x 500 in phase 0/2B, 3 x 40 x 130 in
 phase 1); here ``features.n_mfcc`` (default 20, the phase 0/2B value) and ``train.window_seconds`` set it.
 
-Cache layout (``data/features/``): ``<split>.npy`` holds every recording of the split concatenated along
-time, shape (frames, channels, bins), memory-mappable; ``index.csv`` maps each recording to its frame
-range; ``stats.npy`` holds per-recording MFCC mean and std (for the baseline); ``config.json`` holds the
-feature config and the species list. Training crops windows from the memmap and never decodes audio.
+The on-disk cache built from these features is :mod:`birdpipe.features.cache`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import shutil
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.fft as sfft
-import torch
-from tqdm import tqdm
 
-from birdpipe.common.errors import PipelineError
-from birdpipe.common.outputs import atomic_path, write_json, write_table
 from birdpipe.common.params import FeatureParams
-from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AudioError, stream_audio
 
-SPLITS = ("train", "val", "test")
 STATS_MFCC = 20  # MFCCs summarised per recording for the MFCC-statistics baseline
 AMIN = 1e-10
 HIGHPASS_ORDER = 4
@@ -76,10 +62,17 @@ class FeatureConfig:
 
     @classmethod
     def from_params(cls, params: FeatureParams) -> FeatureConfig:
-        if params.kind == "birdnet":
-            from birdpipe.features.embeddings import birdnet_config
+        if params.kind == "birdnet":  # what BirdNET embeddings depend on, and the model file's checksum
+            from birdpipe.features import birdnet
 
-            return birdnet_config(params)
+            return cls(
+                kind="birdnet",
+                sample_rate=birdnet.SAMPLE_RATE,
+                n_fft=birdnet.WINDOW_SAMPLES,
+                hop_length=round(params.birdnet.hop_seconds * birdnet.SAMPLE_RATE),
+                dtype=params.dtype,
+                model_checksum=birdnet.model_checksum(),
+            )
         return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if f.name != "model_checksum"})
 
     @classmethod
@@ -97,7 +90,7 @@ class FeatureConfig:
     @property
     def bins(self) -> int:
         if self.kind == "birdnet":
-            from birdpipe.features.embeddings import EMBEDDING_SIZE
+            from birdpipe.features.birdnet import EMBEDDING_SIZE
 
             return EMBEDDING_SIZE
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
@@ -302,10 +295,6 @@ def _extractor(config: FeatureConfig) -> FeatureExtractor:
     return FeatureExtractor(config)
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # one process per core; also keeps results independent of the core count
-
-
 def extract_recording(
     path: str, config: FeatureConfig, max_seconds: float, activity_windows: int = 0, activity_seconds: float = 4.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -320,174 +309,6 @@ def extract_recording(
         spans = active_windows(db, config.frames(activity_seconds), activity_windows)
         db = np.concatenate([db[a:b] for a, b in spans])
     return extractor.from_db(db).astype(config.dtype), extractor.summary(db)
-
-
-def _extract_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, str | None]:
-    """(features, baseline summary, BirdNET logits or None, error reason or None) of one recording."""
-    path, config, max_seconds, activity_windows, activity_seconds, birdnet_columns = job
-    try:
-        if config.kind == "birdnet":
-            from birdpipe.features.embeddings import extract_birdnet
-
-            return (*extract_birdnet(path, config, max_seconds, birdnet_columns), None)
-        features, summary = extract_recording(path, config, max_seconds, activity_windows, activity_seconds)
-    except AudioError as exc:
-        return None, None, None, exc.reason
-    if not np.isfinite(features).all():  # e.g. float16 overflow: never let a non-finite value into a cache
-        return None, None, None, "non-finite feature values (overflow in the feature dtype)"
-    return features, summary, None, None
-
-
-def _write_npy(raw: Path, target: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
-    """Wrap a raw C-order dump as a .npy file (header, then the bytes) without loading it."""
-    with target.open("wb") as out, raw.open("rb") as source:
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(out, header)
-        shutil.copyfileobj(source, out, length=1 << 24)
-    raw.unlink()
-
-
-def build_cache(
-    table: pd.DataFrame,
-    params: FeatureParams,
-    out_dir: str | Path,
-    on_bad_file: str = "skip",
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Extract features for every recording of the split table into ``out_dir``; return a summary."""
-    config = FeatureConfig.from_params(params)
-    species = sorted(table.loc[table["split"] == "train", "label"].unique())
-    label_index = {label: i for i, label in enumerate(species)}
-    unknown = table[~table["label"].isin(label_index)]
-    table = table[table["label"].isin(label_index)]
-    ordered = pd.concat([table[table["split"] == split] for split in SPLITS])
-    birdnet_info: dict[str, Any] | None = None
-    columns: list[int | None] = []
-    if config.kind == "birdnet":
-        from birdpipe.features.embeddings import species_columns
-
-        birdnet_info = species_columns(species, table)
-        columns = birdnet_info.pop("columns")
-    jobs = [
-        (row.path, config, params.max_seconds, params.activity.windows, params.activity.seconds, columns)
-        for row in ordered.itertuples()
-    ]
-    dtype = np.dtype(config.dtype)
-    skipped = [{"path": p, "reason": "species absent from train"} for p in unknown["path"]]
-    index_rows = []
-    summaries = []
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        handles = {split: (tmp / f"{split}.raw").open("wb") for split in SPLITS}
-        logit_handles = {split: (tmp / f"{split}.logits.raw").open("wb") for split in SPLITS} if columns else {}
-        offsets = dict.fromkeys(SPLITS, 0)
-        with ProcessPoolExecutor(max_workers=cpu_workers(params.workers), initializer=_init_worker) as pool:
-            results = pool.map(_extract_job, jobs, chunksize=1 if columns else 2)
-            bar = tqdm(total=len(jobs), desc="features: extracting", unit="rec", disable=not progress or None)
-            for row, (features, summary, logits, error) in zip(ordered.itertuples(), results, strict=True):
-                bar.update()
-                if error is not None:
-                    if on_bad_file == "error":
-                        raise AudioError(row.path, error)
-                    skipped.append({"path": row.path, "reason": error})
-                    continue
-                handles[row.split].write(np.ascontiguousarray(features).tobytes())
-                if logits is not None:
-                    logit_handles[row.split].write(np.ascontiguousarray(logits, dtype=np.float32).tobytes())
-                start = offsets[row.split]
-                offsets[row.split] += features.shape[0]
-                index_rows.append(
-                    {
-                        "id": row.id,
-                        "split": row.split,
-                        "label": row.label,
-                        "label_index": label_index[row.label],
-                        "start": start,
-                        "stop": offsets[row.split],
-                        "seconds": round(features.shape[0] / config.frames_per_second, 3),
-                    }
-                )
-                summaries.append(summary)
-            bar.close()
-        if not index_rows:
-            for handle in [*handles.values(), *logit_handles.values()]:
-                handle.close()
-            reasons = "; ".join(f"{Path(item['path']).name}: {item['reason']}" for item in skipped[:3])
-            raise AudioError(out_dir, f"no recording could be turned into features ({len(skipped)} failed: {reasons})")
-        for split, handle in handles.items():
-            handle.close()
-            shape = (offsets[split], config.channels, config.bins)
-            _write_npy(tmp / f"{split}.raw", tmp / f"{split}.npy", dtype, shape)
-            if split in logit_handles:
-                logit_handles[split].close()
-                shape = (offsets[split], len(species))
-                _write_npy(tmp / f"{split}.logits.raw", tmp / f"{split}.logits.npy", np.dtype(np.float32), shape)
-        index = pd.DataFrame(index_rows)
-        write_table(index, tmp / "index.csv")
-        np.save(tmp / "stats.npy", np.stack(summaries) if summaries else np.zeros((0, 2 * STATS_MFCC), np.float32))
-        summary = {
-            "config": config.to_dict(),
-            "species": species,
-            "channels": config.channels,
-            "bins": config.bins,
-            "frames_per_second": config.frames_per_second,
-            "max_seconds": params.max_seconds,
-            "activity": params.activity.model_dump(),
-            "recordings": {s: int((index["split"] == s).sum()) if len(index) else 0 for s in SPLITS},
-            "frames": offsets,
-            "hours": {s: round(offsets[s] / config.frames_per_second / 3600, 4) for s in SPLITS},
-            "skipped": skipped,
-        }
-        if birdnet_info is not None:
-            summary["birdnet"] = birdnet_info
-        write_json(summary, tmp / "config.json")
-    return summary
-
-
-# ----------------------------------------------------------------------------------------- reading
-@dataclass
-class FeatureCache:
-    """A read-only view of the cache: memory-mapped arrays and the index."""
-
-    root: Path
-    config: FeatureConfig
-    species: list[str]
-    index: pd.DataFrame
-    info: dict[str, Any]
-
-    @classmethod
-    def open(cls, root: str | Path = "data/features") -> FeatureCache:
-        root = Path(root)
-        if not (root / "config.json").exists():
-            raise PipelineError(f"no feature cache at {root}: run `dvc repro features` first")
-        info = json.loads((root / "config.json").read_text())
-        index = pd.read_csv(root / "index.csv", dtype={"id": str, "label": str}, keep_default_na=False)
-        return cls(root, FeatureConfig.from_dict(info["config"]), info["species"], index, info)
-
-    @functools.cached_property
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {split: np.load(self.root / f"{split}.npy", mmap_mode="r") for split in SPLITS}
-
-    def recordings(self, split: str) -> pd.DataFrame:
-        return self.index[self.index["split"] == split].reset_index(drop=True)
-
-    def stats(self) -> np.ndarray:
-        return np.load(self.root / "stats.npy")
-
-    @property
-    def birdnet_known(self) -> np.ndarray | None:
-        """Which species BirdNET's own classifier knows (kind birdnet), in species order; else None."""
-        info = self.info.get("birdnet")
-        return None if info is None else np.array([s in info["matched"] for s in self.species])
-
-    @functools.cached_property
-    def birdnet_logits(self) -> dict[str, np.ndarray]:
-        """BirdNET's logits per frame for our species (0 where it lacks the species), per split."""
-        if self.info.get("birdnet") is None:
-            raise PipelineError(
-                f"the feature cache at {self.root} holds no BirdNET logits (features.kind is not birdnet)"
-            )
-        return {split: np.load(self.root / f"{split}.logits.npy", mmap_mode="r") for split in SPLITS}
 
 
 def window_starts(frames: int, window: int, hop: int) -> list[int]:

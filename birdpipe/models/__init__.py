@@ -7,7 +7,6 @@ Every model exposes its classifier as ``model.head``; everything else is the bac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -15,13 +14,7 @@ from torch import nn
 from birdpipe.common.params import ModelParams
 from birdpipe.models.cnn import AudioCNN, AudioCNNv2
 from birdpipe.models.embedding import EmbeddingHead
-
-
-@dataclass(frozen=True)
-class InputShape:
-    channels: int
-    bins: int
-    frames: int
+from birdpipe.models.shapes import InputShape
 
 
 class Standardize(nn.Module):

@@ -43,7 +43,7 @@ from birdpipe.common.errors import PipelineError
 from birdpipe.common.params import ModelParams
 
 if TYPE_CHECKING:
-    from birdpipe.models import InputShape
+    from birdpipe.models.shapes import InputShape
 
 # AST's feature-extractor defaults (AudioSet statistics of Kaldi log-mel fbanks)
 AUDIOSET_MEAN = -4.2677393

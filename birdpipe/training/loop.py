@@ -48,7 +48,8 @@ from birdpipe.common.params import Params, TrainParams
 from birdpipe.common.workers import cpu_workers, resolve_device, resolve_precision
 from birdpipe.data.windows import EvalWindows, TrainSampler, TrainWindows, expected_class_frequencies
 from birdpipe.evaluation.metrics import aggregate, classification_metrics
-from birdpipe.features.spectral import FeatureCache, FeatureConfig
+from birdpipe.features.cache import FeatureCache
+from birdpipe.features.spectral import FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
 from birdpipe.training.augment import Augmenter, NoiseBank
 from birdpipe.training.losses import ClassificationLoss, build_loss
