@@ -325,3 +325,70 @@ def test_a_failure_mid_write_leaves_the_previous_outputs_and_no_partial_file(bun
             write_outputs(run, bundle, options, folder, fmt)
     assert {p: p.read_bytes() for p in out.rglob("*")} == before  # the last complete outputs, untouched
     assert [p.name for p in fresh.rglob("*")] == []  # nothing half-written, no temporary left behind
+
+
+def _write_long(path: Path, seconds: int, rate: int = 8000) -> Path:
+    """A long 8 kHz int16 mono file, written fast: one minute of noise repeated."""
+    block = (np.random.default_rng(3).normal(0, 0.1, rate * 60) * 32767).astype(np.int16)
+    with sf.SoundFile(path, "w", rate, 1, "PCM_16") as handle:
+        for _ in range(seconds // 60):
+            handle.write(block)
+    return path
+
+
+def test_a_thousand_mixed_files_each_get_a_summary_row_and_memory_stays_flat(bundle_dir, tmp_path, monkeypatch):
+    """1,000 files: tiny wav/flac/ogg, bad ones (empty, text named .wav, .m4a, NaN samples), one deleted during
+    the run and one 2-hour file. Every file gets one summary row (ok, or skipped with a reason) and the 2-hour file
+    costs far less peak memory than its decoded size (7200 s x 8 kHz x 4 bytes = 230 MB)."""
+    import resource
+
+    from birdpipe import predict
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rate, rng = 8000, np.random.default_rng(0)
+    suffixes = [".wav"] * 6 + [".flac"] * 3 + [".ogg"]
+    for i in range(990):
+        sf.write(folder / f"f{i:04d}{suffixes[i % 10]}", rng.normal(0, 0.1, rate // 2 + 40 * (i % 10)), rate)
+    expected_skips = {"empty.wav": "empty", "notes.wav": "decoded", "phone.m4a": "unsupported",
+                      "nan.wav": "non-finite", "f0501.wav": "not found"}  # fmt: skip
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.wav").write_text("field notes, not audio\n" * 10)
+    (folder / "phone.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    with_nan = rng.normal(0, 0.1, rate).astype(np.float32)
+    with_nan[100:110] = np.nan
+    sf.write(folder / "nan.wav", with_nan, rate, subtype="FLOAT")
+    for i in range(5):
+        sf.write(folder / f"g{i}.wav", rng.normal(0, 0.1, rate), rate)
+    _write_long(folder / "long.wav", 7200)
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 1000
+
+    original = predict.Predictor.recording
+
+    def vanishing(self, path, on_audio=None):
+        if path.name == "f0500.wav":  # the next file disappears while the run is under way
+            (folder / "f0501.wav").unlink()
+        return original(self, path, on_audio)
+
+    fast = ["--model", str(bundle_dir), "--window", "1", "--hop", "2", "--format", "csv", "--quiet"]  # 1 s windows
+    # a 10-minute file first: the model's and extractor's own peak is reached, so what follows is what length costs
+    warm = _write_long(tmp_path / "ten_minutes.wav", 600)
+    assert cli(["predict", str(warm), "--out", str(tmp_path / "warm"), *fast]) == 0
+    monkeypatch.setattr(predict.Predictor, "recording", vanishing)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    out = tmp_path / "out"
+    assert cli(["predict", str(folder), "--out", str(out), *fast]) == 0
+    growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert sorted(summary["file"]) == files and summary["file"].is_unique
+    assert set(summary["status"]) == {"ok", "skipped"}
+    skipped = summary[summary["status"] == "skipped"].set_index("file")["reason"]
+    assert sorted(skipped.index) == sorted(expected_skips)
+    for name, word in expected_skips.items():
+        assert word in skipped[name], (name, skipped[name])
+    ok = summary[summary["status"] == "ok"].set_index("file")
+    assert (ok["windows"].astype(int) >= 1).all() and (ok["label"] != "").all()
+    assert float(ok.loc["long.wav", "duration_s"]) == pytest.approx(7200.0, abs=0.1)
+    assert ok.loc["long.wav", "reason"] == ""
+    assert growth_mb < 100, f"peak memory grew {growth_mb:.0f} MB on a 230 MB (decoded) recording"
