@@ -222,11 +222,12 @@ class Predictor:
             self.bundle.info["aggregate"],
             self.bundle.info.get("topk", 3),
         )[0]
-        fusion = self.bundle.info.get("fusion") or {}
-        if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
-            probs = fused_recording(probs, np.concatenate(self.logits), fusion, self.bundle)
         if self.birdnet is not None:
-            window_probs = gate_by_birdnet(window_probs, starts, self.window, np.concatenate(self.logits), self.known)
+            frame_logits = np.concatenate(self.logits)
+            fusion = self.bundle.info.get("fusion") or {}
+            if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
+                probs = fused_recording(probs, frame_logits, fusion, self.known)
+            window_probs = gate_by_birdnet(window_probs, starts, self.window, frame_logits, self.known)
         begin = np.array(starts) * self.frame_seconds
         end = np.minimum(begin + (self.window - 1) * self.frame_seconds + self.frame_span, duration)
         return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs, note)
@@ -297,13 +298,12 @@ def gate_by_birdnet(
     return gated
 
 
-def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, bundle: Bundle) -> np.ndarray:
+def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, known: np.ndarray) -> np.ndarray:
     """The bundle's late fusion of one recording's probabilities with BirdNET's pooled logits."""
-    from birdpipe.evaluation.fusion import Fusion, pool_logits
+    from birdpipe.evaluation.fusion import Fusion
 
     fitted = Fusion.from_dict(fusion)
-    known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])
-    pooled = pool_logits(frame_logits, np.array([[0, len(frame_logits)]]), fitted.pooling) * known
+    pooled = fitted.pooled(frame_logits, np.array([[0, len(frame_logits)]]), known)
     return fitted.probs(probs[None, :], pooled, known)[0]
 
 

@@ -90,12 +90,11 @@ def fuse(
     probs: np.ndarray, cache: FeatureCache, split: str, recordings: pd.DataFrame, fusion: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fused recording probabilities of a split, and BirdNET's zero-shot ones under the fitted pooling."""
-    from birdpipe.evaluation.fusion import Fusion, pool_logits, zero_shot_probs
+    from birdpipe.evaluation.fusion import Fusion, zero_shot_probs
 
     known = cache.birdnet_known
     fitted = Fusion.from_dict(fusion)
-    bounds = recordings[["start", "stop"]].to_numpy()
-    pooled = pool_logits(cache.birdnet_logits[split], bounds, fitted.pooling) * known
+    pooled = fitted.pooled(cache.birdnet_logits[split], recordings[["start", "stop"]].to_numpy(), known)
     return fitted.probs(probs, pooled, known), zero_shot_probs(pooled, known)
 
 

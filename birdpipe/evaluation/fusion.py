@@ -62,6 +62,10 @@ class Fusion:
     pooling: str
     weight: float  # of the trained model; 1 - weight goes to BirdNET
 
+    def pooled(self, frame_logits: np.ndarray, bounds: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """BirdNET's recording logits under this fusion's pooling, 0 for the species it lacks."""
+        return pool_logits(frame_logits, bounds, self.pooling) * known
+
     def probs(self, model_probs: np.ndarray, pooled: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Fused recording probabilities from the model's and BirdNET's pooled logits (recordings, species)."""
         q = model_probs.astype(np.float64).copy()
@@ -95,7 +99,7 @@ def fit_fusion(
     best: tuple[float, float, Fusion] | None = None
     scores: dict[str, dict[str, float]] = {}
     for pooling in poolings:
-        pooled = pool_logits(frame_logits, bounds, pooling) * known
+        pooled = Fusion(pooling, 1.0).pooled(frame_logits, bounds, known)
         for weight in weights:
             candidate = Fusion(pooling, float(weight))
             probs = candidate.probs(model_probs, pooled, known)
