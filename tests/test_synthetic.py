@@ -96,6 +96,18 @@ def test_counts_follow_the_configured_ratio(corpus: tuple[Path, pd.DataFrame]) -
     assert species_counts(SyntheticParams(species=3, max_recordings=5, imbalance=100, similar_pairs=1))[-1] == 1
 
 
+def test_the_study_size_is_reached_exactly_and_impossible_totals_are_refused() -> None:
+    study = SyntheticParams(species=89, max_recordings=1216, imbalance=1216, recordings=11075)
+    counts = species_counts(study)
+    assert (len(counts), sum(counts), counts[0], counts[-1]) == (89, 11075, 1216, 1)
+    assert all(a >= b for a, b in itertools.pairwise(counts))
+    assert sum(species_counts(study.model_copy(update={"recordings": None}))) == 15665  # plain geometric
+    fuller = species_counts(SyntheticParams(species=24, max_recordings=150, imbalance=50, recordings=2000))
+    assert sum(fuller) == 2000 and fuller[0] == 150 and fuller[-1] == 3
+    with pytest.raises(ValueError, match=r"recordings must lie in \[219, 3600\]"):
+        SyntheticParams(species=24, max_recordings=150, imbalance=50, recordings=5000)
+
+
 def test_labels_are_safe_unique_and_pairs_share_a_genus(corpus: tuple[Path, pd.DataFrame]) -> None:
     root, table = corpus
     species = pd.read_csv(root / "species.csv", keep_default_na=False)

@@ -34,6 +34,12 @@ class SyntheticParams(Section):
     species: int = Field(24, ge=2, le=500, description="number of synthetic species")
     max_recordings: int = Field(150, ge=2, le=100_000, description="recordings of the commonest species")
     imbalance: float = Field(50.0, ge=1.0, le=10_000.0, description="max:min recordings ratio over species")
+    recordings: int | None = Field(
+        None,
+        ge=2,
+        le=1_000_000,
+        description="total recordings: bends the count curve to reach it (null: geometric from max to min)",
+    )
     min_seconds: float = Field(3.0, gt=0.5, le=600.0, description="shortest recording (s)")
     median_seconds: float = Field(8.0, gt=0.5, le=600.0, description="median recording length (s)")
     max_seconds: float = Field(60.0, gt=0.5, le=3600.0, description="longest recording (s)")
@@ -50,6 +56,14 @@ class SyntheticParams(Section):
             raise ValueError("snr_db must be [low, high] with low <= high")
         if 2 * self.similar_pairs > self.species:
             raise ValueError("similar_pairs can be at most species / 2")
+        if self.recordings is not None:
+            bottom = max(1, round(self.max_recordings / self.imbalance))
+            low, high = self.max_recordings + bottom * (self.species - 1), self.max_recordings * self.species
+            if not low <= self.recordings <= high:
+                raise ValueError(
+                    f"recordings must lie in [{low}, {high}] for {self.species} species with max_recordings "
+                    f"{self.max_recordings} and imbalance {self.imbalance:g}"
+                )
         return self
 
 
