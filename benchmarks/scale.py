@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def run_measured(command: list[str], cwd: Path, log: Path) -> tuple[float, float
     """Run ``command``; return (wall seconds, peak MiB of the process tree). Raises on a non-zero exit."""
     started = time.perf_counter()
     with log.open("a") as out:
-        child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)  # dvc's `python`
         watched, peak, done = psutil.Process(child.pid), 0, threading.Event()
 
         def sample() -> None:
