@@ -135,7 +135,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         peak_stage = max(r["stages"], key=lambda n: r["stages"][n]["peak_mib"])
         cells = [f"{r['fraction']:g}", str(r["recordings"]), f"{r['audio_hours']:.1f}",
                  *[f"{r['stages'][n]['seconds']:.0f}" for n in names],
-                 f"{r['total_seconds'] / 60:.1f} min", f"{peak} ({peak_stage})", f"{r['seconds_per_epoch']:.0f}",
+                 f"{r['total_seconds'] / 60:.1f} min", f"{peak} ({peak_stage})", f"{r['seconds_per_epoch']:.1f}",
                  str(r["epochs"]), str(r.get("features_audio_s_per_s", "")), f"{r['test_f1_macro']:.3f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     memory = ["", "Peak memory (MiB) of each stage's process tree:", "",
