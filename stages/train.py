@@ -39,6 +39,8 @@ def main() -> None:
         names=species_names(),
         fingerprint_inputs=INPUTS,
     )
+    if result is None:  # a DDP process other than rank 0: rank 0 writes the outputs
+        return
     with atomic_path("models") as folder:
         save_bundle(folder, result.model, result.info)
     write_json(result.metrics, "metrics/train.json")

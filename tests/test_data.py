@@ -2,7 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdpipe.data.windows import EvalWindows, TrainSampler, TrainWindows, crop, expected_class_frequencies
+from birdpipe.data import windows
+from birdpipe.data.windows import (
+    EvalWindows,
+    ShardSampler,
+    TrainSampler,
+    TrainWindows,
+    crop,
+    expected_class_frequencies,
+)
 from birdpipe.features.spectral import window_starts
 
 
@@ -54,6 +62,36 @@ def test_epochs_differ_but_are_reproducible():
     assert not np.array_equal(a[1], b[1])
     np.testing.assert_array_equal(b[0], again[0])
     np.testing.assert_array_equal(b[1], again[1])
+
+
+def test_ddp_processes_split_every_global_batch_and_keep_whole_batches(monkeypatch):
+    one = TrainSampler(TABLE, WINDOW, "recording", 3, seed=1, batch_size=8)  # 33 draws: 4 whole batches of 8
+    assert len(one) == 32
+    single = list(one)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(windows, "distributed_rank", lambda rank=rank: (rank, 2))
+        sampler = TrainSampler(TABLE, WINDOW, "recording", 3, seed=1, batch_size=8, world=2)
+        assert len(sampler) == 16
+        shares.append(list(sampler))
+    for k in range(4):  # batch k of each process (4 each) is its half of batch k of the one-process run
+        assert sorted(shares[0][4 * k : 4 * k + 4] + shares[1][4 * k : 4 * k + 4]) == sorted(single[8 * k : 8 * k + 8])
+    few = TrainSampler(TABLE, WINDOW, "recording", 1, seed=1, batch_size=64, world=2)  # 11 draws, one short batch
+    assert len(few) == 5
+    with pytest.raises(ValueError, match="cannot be shared by 4 processes"):
+        TrainSampler(TABLE.iloc[:1], WINDOW, "recording", 3, seed=1, batch_size=8, world=4)
+
+
+def test_ddp_validation_shares_cover_every_window_in_equal_lengths(monkeypatch):
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(windows, "distributed_rank", lambda rank=rank: (rank, 3))
+        share = list(ShardSampler(10, 3))
+        assert len(share) == 4  # padded with the share's last index, so every process runs as many batches
+        seen += share
+    assert sorted(set(seen)) == list(range(10))
+    monkeypatch.setattr(windows, "distributed_rank", lambda: (0, 1))
+    assert list(ShardSampler(5, 1)) == [0, 1, 2, 3, 4]
 
 
 def test_crops_come_from_the_recording_and_short_ones_are_tiled():

@@ -85,7 +85,9 @@ def workspace_lock(name: str, folder: Path = Path(".dvc/tmp")) -> Iterator[None]
         import fcntl
     except ImportError:
         fcntl = None
-    if fcntl is None or not folder.is_dir():
+    # a DDP process other than its machine's first (Lightning, torchrun, srun) runs inside that one's stage
+    ddp_follower = any(os.environ.get(rank, "0") != "0" for rank in ("LOCAL_RANK", "SLURM_LOCALID"))
+    if fcntl is None or not folder.is_dir() or ddp_follower:
         yield
         return
     with open(folder / "birdpipe-stage.lock", "a+") as handle:

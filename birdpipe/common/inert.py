@@ -109,6 +109,8 @@ RULES: list[Rule] = [
     Rule("augment.noise.folder", lambda p: p.augment.noise.source == "folder",
          "it is used only with augment.noise.source: folder (now {p.augment.noise.source})"),
     # train, evaluate
+    Rule("train.strategy", lambda p: p.train.devices * p.train.num_nodes > 1,
+         "one process trains (train.devices x train.num_nodes = 1): there is nothing to distribute"),
     Rule("train.step_size train.step_gamma", lambda p: p.train.scheduler == "step",
          "it is used only with train.scheduler: step (now {p.train.scheduler})"),
     Rule("evaluate.topk", lambda p: p.evaluate.aggregate == "topk_mean",

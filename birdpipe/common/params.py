@@ -321,7 +321,9 @@ class TrainParams(Section):
         description="recording: every recording equally; uniform: over windows; sqrt / class_balanced: species "
         "drawn in proportion to the square root of their windows / equally",
     )
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(
+        32, ge=1, le=4096, description="windows per optimiser step over all devices (split evenly between them)"
+    )
     epochs: int = Field(30, ge=1, le=10_000, description="maximum epochs")
     optimizer: Literal["adam", "adamw"] = Field("adam")
     lr: float = Field(1e-3, gt=0.0, le=10.0)
@@ -339,8 +341,25 @@ class TrainParams(Section):
         "auto", description="auto = bf16/fp16 mixed on CUDA, 32 on CPU"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers")
-    threads: int = Field(0, ge=0, le=256, description="torch CPU threads, 0 = all cores")
+    devices: int = Field(
+        1, ge=1, le=1024, description="processes per machine: GPUs, or CPU processes (Lightning DDP when above 1)"
+    )
+    num_nodes: int = Field(1, ge=1, le=4096, description="machines (DDP; launched by torchrun or SLURM)")
+    strategy: Literal["auto", "ddp"] = Field(
+        "auto", description="auto = DDP when devices x num_nodes > 1; ddp forces it (gloo on CPU, nccl on CUDA)"
+    )
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers (per process)")
+    threads: int = Field(0, ge=0, le=256, description="torch CPU threads over all processes, 0 = all cores")
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> TrainParams:
+        world = self.devices * self.num_nodes
+        if self.batch_size % world:
+            raise ValueError(
+                f"batch_size {self.batch_size} must split evenly over devices x num_nodes = {world} processes "
+                f"(e.g. {max(world, self.batch_size // world * world)})"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------- evaluate

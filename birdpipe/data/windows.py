@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from birdpipe.common.workers import distributed_rank
 from birdpipe.features.spectral import window_starts
 
 SAMPLER_EXPONENT = {"uniform": 1.0, "sqrt": 0.5, "class_balanced": 0.0}
@@ -72,9 +73,24 @@ def expected_class_frequencies(recordings: pd.DataFrame, window: int, sampler: s
 
 
 class TrainSampler(Sampler):
-    """Yields (recording, crop offset) pairs for one epoch; ``set_epoch`` (called by Lightning) reseeds."""
+    """Yields (recording, crop offset) pairs for one epoch; ``set_epoch`` (called by Lightning) reseeds.
 
-    def __init__(self, recordings: pd.DataFrame, window: int, sampler: str, per_recording: float, seed: int) -> None:
+    With ``batch_size`` (over all processes) an epoch keeps whole batches only, and with ``world`` DDP processes
+    each takes every world-th draw (its rank's share, read when iteration starts): batch k of every process holds
+    its share of the k-th batch of the one-process run, so the global batches are the same however many
+    processes train.
+    """
+
+    def __init__(
+        self,
+        recordings: pd.DataFrame,
+        window: int,
+        sampler: str,
+        per_recording: float,
+        seed: int,
+        batch_size: int | None = None,
+        world: int = 1,
+    ) -> None:
         self.lengths = (recordings["stop"] - recordings["start"]).to_numpy()
         self.window = window
         self.sampler = sampler
@@ -83,12 +99,17 @@ class TrainSampler(Sampler):
         self.probabilities = None if sampler == "recording" else sampling_probabilities(recordings, window, sampler)
         self.seed = seed
         self.epoch = 0
+        self.world = world
+        kept = self.size // batch_size * batch_size if batch_size and self.size > batch_size else self.size
+        self.kept = kept // world * world
+        if self.kept == 0:
+            raise ValueError(f"{self.size} training windows per epoch cannot be shared by {world} processes")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return self.kept // self.world
 
     def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -107,7 +128,9 @@ class TrainSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         chosen, offsets = self.draw(self.epoch)
-        return iter(zip(chosen.tolist(), offsets.tolist(), strict=True))
+        rank, _ = distributed_rank()
+        share = slice(rank, self.kept, self.world)
+        return iter(zip(chosen[share].tolist(), offsets[share].tolist(), strict=True))
 
 
 class TrainWindows(Dataset):
@@ -157,3 +180,34 @@ class EvalWindows(Dataset):
     def window_recording(self) -> np.ndarray:
         """The recording position of every window, in dataset order."""
         return np.array([item[0] for item in self.items], dtype=np.int64)
+
+
+class NumberedWindows(Dataset):
+    """A dataset's items with their index appended, so windows gathered from DDP processes are put back in order
+    and counted once."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        return (*self.dataset[index], index)
+
+
+class ShardSampler(Sampler):
+    """Indices ``rank, rank + world, ...`` of ``size`` items (rank read when iteration starts), padded with the
+    share's last index so every process runs the same number of batches (DDP collectives need that)."""
+
+    def __init__(self, size: int, world: int) -> None:
+        self.size = size
+        self.world = world
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        rank, _ = distributed_rank()
+        share = list(range(rank, self.size, self.world)) or [0]
+        return iter(share + [share[-1]] * (len(self) - len(share)))

@@ -19,6 +19,10 @@
   the end of an epoch, and every random draw of epoch e (sampler, dropout, augmentation, MixUp, noise bank)
   comes from a generator seeded by (seed, e) alone, so nothing depends on what ran before the interruption.
 - A loss that becomes NaN or infinite stops training with the epoch and step.
+- Several GPUs or machines: Lightning DDP with ``train.devices`` x ``train.num_nodes`` processes. ``batch_size``
+  stays the global batch (each process takes its share of the same draws), BatchNorm is synchronised, each process
+  validates its share of the windows and the shares are gathered, so every process computes the metrics, early
+  stopping and model selection over the whole validation set, as one process would. Rank 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -45,8 +49,15 @@ from torch.utils.data import DataLoader
 from birdpipe.common.errors import PipelineError
 from birdpipe.common.outputs import atomic_path
 from birdpipe.common.params import Params, TrainParams
-from birdpipe.common.workers import cpu_workers, resolve_device, resolve_precision
-from birdpipe.data.windows import EvalWindows, TrainSampler, TrainWindows, expected_class_frequencies
+from birdpipe.common.workers import cpu_workers, is_launch_main, resolve_device, resolve_precision
+from birdpipe.data.windows import (
+    EvalWindows,
+    NumberedWindows,
+    ShardSampler,
+    TrainSampler,
+    TrainWindows,
+    expected_class_frequencies,
+)
 from birdpipe.evaluation.metrics import aggregate, classification_metrics
 from birdpipe.features.cache import FeatureCache
 from birdpipe.features.spectral import FeatureConfig
@@ -87,14 +98,15 @@ def lr_factor(epoch: float, params: TrainParams) -> float:
     return 1.0
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed every global generator from (seed, epoch) alone.
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed every global generator from (seed, epoch) alone (and the DDP rank, so processes draw apart).
 
     Lightning's checkpoints hold no random state: without this, a run resumed at epoch e would draw its dropout
     masks, augmentations and MixUp partners from the state ``seed_everything`` left, not from where the
     interrupted run's stream had got to by epoch e.
     """
-    derived = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    entropy = [seed, epoch] if rank == 0 else [seed, epoch, rank]
+    derived = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     random.seed(derived)
     np.random.seed(derived)
     torch.manual_seed(derived)  # CPU and every CUDA device
@@ -141,14 +153,16 @@ class LitClassifier(L.LightningModule):
         self._grad_norms: list[float] = []
         self._val_probs: list[torch.Tensor] = []
         self._val_positions: list[torch.Tensor] = []
-        self._val_loss = 0.0
+        self._val_losses: list[torch.Tensor] = []
+        self._val_indices: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_state()
-        seed_epoch(self.params.seed, self.current_epoch)  # before the epoch's first draw, on resume as on a fresh run
+        # before the epoch's first draw, on resume as on a fresh run
+        seed_epoch(self.params.seed, self.current_epoch, self.global_rank)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, labels = batch
@@ -173,29 +187,49 @@ class LitClassifier(L.LightningModule):
         if norms:
             self._grad_norms.append(float(torch.linalg.vector_norm(torch.stack(norms))))
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, positions, labels = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, positions, labels, indices = batch
         logits = self.model(x).float()
-        self._val_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        self._val_probs.append(torch.softmax(logits, dim=1).cpu())
-        self._val_positions.append(positions.cpu())
+        self._val_losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none").detach())
+        self._val_probs.append(torch.softmax(logits, dim=1))
+        self._val_positions.append(positions)
+        self._val_indices.append(indices)
+
+    def _gathered_validation(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(window probabilities, recording positions, losses) of every val window once, in dataset order:
+        each DDP process holds its share, padded to equal length."""
+        parts = [torch.cat(items) for items in (self._val_probs, self._val_positions, self._val_losses,
+                                                self._val_indices)]  # fmt: skip
+        if self.trainer.world_size > 1:
+            parts = [self.all_gather(part).flatten(0, 1) for part in parts]
+        probs, positions, losses, indices = (part.cpu().numpy() for part in parts)
+        first = np.unique(indices, return_index=True)[1]  # sorted window indices, padding and overlaps dropped
+        return probs[first], positions[first], losses[first]
+
+    def _train_totals(self) -> tuple[float, float, float, float]:
+        totals = torch.tensor([self._train_loss, self._train_correct, self._train_seen, self._train_batches],
+                              dtype=torch.float64, device=self.device)  # fmt: skip
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        loss, correct, seen, batches = (float(v) for v in totals.cpu())
+        return loss, correct, seen, batches
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._val_probs:
             return
-        window_probs = torch.cat(self._val_probs).numpy()
-        positions = torch.cat(self._val_positions).numpy()
+        window_probs, positions, losses = self._gathered_validation()
+        train_loss, train_correct, train_seen, train_batches = self._train_totals()
         evaluate = self.params.evaluate
         probs = aggregate(window_probs, positions, self.n_val, evaluate.aggregate, evaluate.topk)
         scores = classification_metrics(self.val_labels, probs, self.train_counts, evaluate.rare_threshold)
         optimizer = self.optimizers()
         lrs = [group["lr"] for group in optimizer.param_groups] if optimizer is not None else [0.0]
         row = {
-            "train/loss": self._train_loss / max(self._train_batches, 1),
-            "train/accuracy": self._train_correct / max(self._train_seen, 1),
+            "train/loss": train_loss / max(train_batches, 1),
+            "train/accuracy": train_correct / max(train_seen, 1),
             "train/lr": float(lrs[-1]),
             "train/grad_norm": float(np.mean(self._grad_norms)) if self._grad_norms else 0.0,
-            "val/loss": self._val_loss / len(window_probs),
+            "val/loss": float(losses.sum()) / len(window_probs),
             "val/accuracy": scores["accuracy"],
             "val/f1_macro": scores["f1_macro"],
         }
@@ -207,7 +241,7 @@ class LitClassifier(L.LightningModule):
         if self.logger is not None:
             self.logger.log_metrics(row, step=self.current_epoch + 1)
         self.history.append({"epoch": self.current_epoch + 1, **row})
-        self._val_probs, self._val_positions, self._val_loss = [], [], 0.0
+        self._val_probs, self._val_positions, self._val_losses, self._val_indices = [], [], [], []
 
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.params.train
@@ -302,15 +336,20 @@ def fit(
     fingerprint_inputs: list[Path] | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
-) -> TrainingResult:
-    """Train ``model.name`` on the cache; return the best model, the bundle info and training metrics."""
+) -> TrainingResult | None:
+    """Train ``model.name`` on the cache; return the best model, the bundle info and training metrics (None in a
+    DDP process other than rank 0)."""
     train_params = params.train
     checkpoint_dir = Path(checkpoint_dir)
     L.seed_everything(params.seed, workers=True, verbose=False)
     device = resolve_device(train_params.device)
     precision = resolve_precision(train_params.precision, device)
-    if device == "cpu":
-        torch.set_num_threads(train_params.threads or cpu_workers())
+    world = train_params.devices * train_params.num_nodes
+    if device == "cpu":  # the cores are shared by this machine's processes
+        torch.set_num_threads(max(1, (train_params.threads or cpu_workers()) // train_params.devices))
+    elif torch.cuda.device_count() < train_params.devices:
+        raise PipelineError(f"train.devices: {train_params.devices} GPUs asked for, {torch.cuda.device_count()} "
+                            "visible on this machine (CUDA_VISIBLE_DEVICES)")  # fmt: skip
 
     config: FeatureConfig = cache.config
     species = cache.species
@@ -342,32 +381,34 @@ def fit(
         params.augment, config.kind, config.n_mels, channel_mean, n_classes, noise_bank(params, cache, train)
     )
 
-    sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed)
+    sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed,
+                           batch_size=train_params.batch_size, world=world)  # fmt: skip
     loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0}
     # The loader draws its workers' base seed whenever it starts an epoch's iterator: from a generator of its own,
     # not the global one that dropout and augmentation use (a resumed run starts its first iterator before the
     # epoch's seed_epoch, an uninterrupted one after). Workers draw nothing random: the sampler picks crops.
     train_loader = DataLoader(
         TrainWindows(cache.arrays["train"], train, window),
-        batch_size=train_params.batch_size,
+        batch_size=train_params.batch_size // world,
         sampler=sampler,
-        drop_last=len(sampler) > train_params.batch_size,
         generator=torch.Generator().manual_seed(params.seed),
         **loader_args,
     )
+    val_windows = EvalWindows(cache.arrays["val"], val, window, hop)
     val_loader = DataLoader(
-        EvalWindows(cache.arrays["val"], val, window, hop),
+        NumberedWindows(val_windows),
         batch_size=params.evaluate.batch_size,
-        shuffle=False,
+        sampler=ShardSampler(len(val_windows), world),
         **loader_args,
     )
     steps_per_epoch = math.ceil(len(train_loader) / train_params.accumulate)
     module = LitClassifier(model, loss, params, augmenter, val, train_counts, steps_per_epoch)
 
     fingerprint = training_fingerprint(params, fingerprint_inputs or [])
-    resume = _prepare_checkpoints(checkpoint_dir, fingerprint)
+    main = is_launch_main()  # DDP: the other processes read the resume point and leave the files alone
+    resume = _prepare_checkpoints(checkpoint_dir, fingerprint, clean=main)
     resume_from = resume[0] if resume is not None else None
-    if resume is not None and live_dir is not None:
+    if resume is not None and live_dir is not None and main:
         _repair_live(Path(live_dir), resume[1] + 1)  # dvclive's step of epoch index e is e + 1
     logger = None
     if live_dir is not None:
@@ -382,7 +423,10 @@ def fit(
     trainer = L.Trainer(
         max_epochs=train_params.epochs,
         accelerator="gpu" if device == "cuda" else "cpu",
-        devices=1,
+        devices=train_params.devices,
+        num_nodes=train_params.num_nodes,
+        strategy="ddp" if world > 1 or train_params.strategy == "ddp" else "auto",
+        sync_batchnorm=world > 1 and device == "cuda",  # torch has no SyncBatchNorm on CPU
         precision=precision,
         gradient_clip_val=train_params.grad_clip,
         gradient_clip_algorithm="norm",
@@ -405,8 +449,11 @@ def fit(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # the values are gathered already
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume_from) if resume_from else None)
     elapsed_now = time.perf_counter() - started
+    if trainer.global_rank != 0:
+        return None  # rank 0 writes the outputs
 
     best_path = checkpoint.best_model_path
     if not best_path or not Path(best_path).exists():
@@ -477,9 +524,9 @@ def fit_birdnet_fusion(
     return {"applicable": True, **fusion.to_dict(), "val_candidates": scores}
 
 
-def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> tuple[Path, int] | None:
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str, clean: bool = True) -> tuple[Path, int] | None:
     """Resume point (``last.ckpt`` and its epoch index) if an unfinished run with the same fingerprint left one;
-    otherwise a clean folder."""
+    otherwise a clean folder (made by the main process only: ``clean``)."""
     marker = checkpoint_dir / "fingerprint"
     last = checkpoint_dir / "last.ckpt"
     finished = checkpoint_dir / "complete"
@@ -489,6 +536,8 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str) -> tuple[Path, 
         except Exception as exc:  # whatever the reason (truncated by a kill, disk full), it means: start over
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"train: {last} is unreadable ({reason}); starting over")
+    if not clean:
+        return None
     if checkpoint_dir.exists():
         for item in checkpoint_dir.iterdir():
             if item.is_file():
