@@ -3,7 +3,8 @@
 - features: extraction speed (audio seconds per wall second) on the real recordings of ../shared/data,
   MFCC and log-mel, with 1 and with 2 worker processes;
 - train: training throughput (windows per second: forward, backward, optimizer step) of AudioCNN and
-  AudioCNNv2 on MFCC windows, on the CPU (and on CUDA when present);
+  AudioCNNv2 on MFCC windows and of the offline ViT and AST, on the CPU; on CUDA when present also the
+  ViT-Base and AST-base sizes, with peak GPU memory (``--only train`` for the GPU figures alone);
 - predict: real-time factor of ``python -m birdpipe predict`` on a one-hour recording made of real
   recordings (44.1 kHz, so resampling is included), with non-overlapping windows, and the peak resident
   memory of the predict process for 10 and for 60 minutes of audio.
@@ -87,21 +88,51 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
         torch.cuda.synchronize()
 
 
+# (name, model params, input shape, batch): the CNNs on MFCC windows, the transformers on what their phases use.
+# "small" are the phases' offline sizes (phases.yaml `offline:`); "base" the study's ViT-Base / AST-base sizes,
+# config-built and random-initialised (no hub download): the same compute as the pretrained ones. Base sizes run
+# on CUDA only (a CPU takes minutes per step).
+BASE = {"hidden_size": 768, "layers": 12, "heads": 12, "intermediate_size": 3072}
+SMALL = {"hidden_size": 96, "layers": 2, "heads": 3, "intermediate_size": 384}
+TRAIN_MODELS = [
+    ("audio_cnn", {}, (3, 20, 172), 32, False),
+    ("audio_cnn_v2", {}, (3, 20, 172), 32, False),
+    ("audio_vit small", {"vit": SMALL}, (3, 20, 172), 16, False),
+    ("ast small", {"ast": {**SMALL, "frequency_stride": 16, "time_stride": 16}}, (1, 128, 172), 16, False),
+    ("audio_vit base", {"vit": BASE}, (3, 20, 172), 16, True),
+    ("ast base", {"ast": {**BASE, "frequency_stride": 10, "time_stride": 10}}, (1, 128, 172), 16, True),
+]  # fmt: skip
+
+
 def bench_train(device: str, seconds: float = 15.0) -> None:
+    """Windows per second of a full training step (bf16 autocast on CUDA) and, on CUDA, peak GPU memory."""
     from birdpipe.common.params import ModelParams
     from birdpipe.models import InputShape, build_model
 
-    print(f"\n== training throughput on {device} ({torch.get_num_threads()} threads), MFCC windows 3x20x172, batch 32")
-    shape = InputShape(3, 20, 172)
-    for name in ("audio_cnn", "audio_cnn_v2"):
+    cuda = device == "cuda"
+    name_of = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
+    print(f"\n== training throughput on {device} ({name_of}), 89 classes")
+    for label, extra, (channels, bins, frames), batch, base_only in TRAIN_MODELS:
+        if base_only and not cuda:
+            continue
         torch.manual_seed(0)
-        model = build_model(ModelParams(name=name), 89, shape).to(device).train()
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
-        x = torch.randn(32, 3, 20, 172, device=device)
-        y = torch.randint(0, 89, (32,), device=device)
+        params = ModelParams(name=label.split()[0], **extra)
+        shape = InputShape(channels, bins, frames)
+        model = build_model(params, 89, shape, ast_stats=(0.0, 1.0) if params.name == "ast" else None)
+        model = model.to(device).train()
+        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+        x = torch.randn(batch, channels, bins, frames, device=device)
+        y = torch.randint(0, 89, (batch,), device=device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         steps, wall = timed_steps(functools.partial(train_step, model, optimizer, x, y), seconds)
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{name:13s} {params:>9,} params: {steps * 32 / wall:7.0f} windows per s ({steps} steps)")
+        size = sum(p.numel() for p in model.parameters())
+        memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB" if cuda else ""
+        print(f"{label:15s} {size:>11,} params, {channels}x{bins}x{frames} batch {batch}: "
+              f"{steps * batch / wall:7.0f} windows per s ({steps} steps){memory}")  # fmt: skip
+        del model, optimizer
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 def long_recording(target: Path, minutes: float, rate: int = 44100) -> Path:

@@ -76,6 +76,25 @@ def test_dvc_repro_runs_the_whole_dag(project):
     assert "up to date" in run("dvc", "repro", cwd=project)
 
 
+def test_a_dvc_remote_carries_caches_and_models_to_a_second_clone_where_repro_is_a_no_op(project, tmp_path):
+    remote = tmp_path / "remote"  # a local folder; an NFS mount or s3:// (requirements-remote.txt) works alike
+    run("dvc", "remote", "add", "-d", "shared", str(remote), cwd=project)
+    run("git", "add", ".dvc/config", cwd=project)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "shared remote", cwd=project)
+    pushed = run("dvc", "push", cwd=project)
+    assert "pushed" in pushed and any(remote.rglob("*"))
+
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    assert not (clone / "models" / "model.pt").exists() and not (clone / "data" / "features").exists()
+    run("dvc", "pull", cwd=clone)
+    for path in ("models/model.pt", "models/bundle.json", "data/features/train.npy", "data/manifest.csv"):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    out = run("dvc", "repro", cwd=clone)
+    assert "Running stage" not in out and "up to date" in out  # nothing recomputed: the caches came from the remote
+    assert "up to date" in run("dvc", "status", cwd=clone)
+
+
 def test_a_loss_experiment_reruns_only_train_and_evaluate(project):
     out = run("dvc", "exp", "run", "-n", "gamma3", "-S", "loss.name=focal", "-S", "loss.gamma=3", cwd=project)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out

@@ -383,7 +383,8 @@ def fit(
 
     sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed,
                            batch_size=train_params.batch_size, world=world)  # fmt: skip
-    loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0}
+    loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0,
+                   "pin_memory": device == "cuda"}  # fmt: skip
     # The loader draws its workers' base seed whenever it starts an epoch's iterator: from a generator of its own,
     # not the global one that dropout and augmentation use (a resumed run starts its first iterator before the
     # epoch's seed_epoch, an uninterrupted one after). Workers draw nothing random: the sampler picks crops.
