@@ -83,6 +83,13 @@ def test_unknown_phase_keys_are_rejected(tmp_path):
         load_phases(path)
 
 
+def test_a_phase_with_base_false_is_params_yaml_as_it_stands_plus_its_own(tmp_path):
+    base, phases = load_phases(ROOT / "phases.yaml")
+    assert phases["defaults"].overrides(base, offline=False) == {}
+    assert phases["defaults"].overrides(base, offline=False, extra={"seed": 1}) == {"seed": 1}
+    assert phases["phase0_cnn"].overrides(base, offline=False)["train.epochs"] == 50  # base still applies elsewhere
+
+
 def test_dvc_command_uses_hydra_syntax():
     assert hydra_value(None) == "null" and hydra_value(True) == "true" and hydra_value(5e-05) == "5e-05"
     assert hydra_value(["recordist", "date"]) == "[recordist,date]"

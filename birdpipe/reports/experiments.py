@@ -26,9 +26,10 @@ class Phase:
     params: dict[str, Any]
     offline: dict[str, Any]
     study: dict[str, float]
+    use_base: bool = True  # `base: false`: params.yaml as it stands plus the phase's own params
 
     def overrides(self, base: dict[str, Any], offline: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        merged = {**base, **self.params}
+        merged = {**(base if self.use_base else {}), **self.params}
         if offline:
             merged.update(self.offline)
         merged.update(extra or {})
@@ -45,7 +46,7 @@ def load_phases(path: str | Path = PHASES_FILE) -> tuple[dict[str, Any], dict[st
         raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)}; allowed: base, phases")
     phases = {}
     for name, entry in (raw.get("phases") or {}).items():
-        extra = set(entry) - {"description", "params", "offline", "study"}
+        extra = set(entry) - {"description", "params", "offline", "study", "base"}
         if extra:
             raise PipelineError(f"{path}: phase {name} has unknown keys {sorted(extra)}")
         phases[name] = Phase(
@@ -54,6 +55,7 @@ def load_phases(path: str | Path = PHASES_FILE) -> tuple[dict[str, Any], dict[st
             entry.get("params") or {},
             entry.get("offline") or {},
             entry.get("study") or {},
+            bool(entry.get("base", True)),
         )
     return raw.get("base") or {}, phases
 
