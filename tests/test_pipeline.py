@@ -129,3 +129,32 @@ def test_a_typo_in_a_param_stops_the_stage_with_its_name(project):
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode != 0
     assert "loss.gama: unknown key" in done.stdout + done.stderr
+
+
+def test_two_queued_experiments_run_side_by_side_give_the_metrics_of_the_two_run_in_turn(project):
+    """`dvc exp run --queue` twice and `dvc queue start -j 2`: each runs in a copy of its own (its own checkpoints
+    and temporary files), so running side by side changes nothing against running one after the other."""
+    import time
+
+    from birdpipe.reports.experiments import experiments_from_json
+
+    recipes = {"a": "train.lr=0.002", "b": "train.lr=0.0005"}
+    for name, setting in recipes.items():
+        run("dvc", "exp", "run", "--queue", "-n", f"queued_{name}", "-S", setting, cwd=project)
+    run("dvc", "queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 480
+    while any(word in run("dvc", "queue", "status", cwd=project) for word in ("Queued", "Running")):
+        assert time.monotonic() < deadline, run("dvc", "queue", "status", cwd=project)
+        time.sleep(2)
+    shutil.rmtree(project / ".dvc" / "cache" / "runs", ignore_errors=True)  # no run-cache: really train again
+    for name, setting in recipes.items():
+        out = run("dvc", "exp", "run", "--temp", "-n", f"in_turn_{name}", "-S", setting, cwd=project)
+        assert "Running stage 'train'" in out
+    results = experiments_from_json(json.loads(run("dvc", "exp", "show", "--json", cwd=project)))
+
+    def scores(name: str) -> dict:
+        return {k: v for k, v in results[name].items() if k != "rev" and not k.endswith("seconds")}
+
+    for name in recipes:
+        assert scores(f"queued_{name}") == scores(f"in_turn_{name}"), name
+    assert "test.map" in scores("queued_a") and scores("queued_a") != scores("queued_b")  # the recipes did differ
