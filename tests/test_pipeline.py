@@ -146,6 +146,8 @@ def test_two_queued_experiments_run_side_by_side_give_the_metrics_of_the_two_run
     while any(word in run("dvc", "queue", "status", cwd=project) for word in ("Queued", "Running")):
         assert time.monotonic() < deadline, run("dvc", "queue", "status", cwd=project)
         time.sleep(2)
+    status = run("dvc", "queue", "status", cwd=project)
+    assert "Failed" not in status, status  # `dvc queue logs <name>` tells why
     shutil.rmtree(project / ".dvc" / "cache" / "runs", ignore_errors=True)  # no run-cache: really train again
     for name, setting in recipes.items():
         out = run("dvc", "exp", "run", "--temp", "-n", f"in_turn_{name}", "-S", setting, cwd=project)
