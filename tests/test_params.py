@@ -58,12 +58,15 @@ def test_every_error_is_reported_at_once():
 
 def test_overrides_are_validated_like_params():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    to_cnn = {"features.kind": "mfcc", "model.fusion.method": "none"}
     params = validate_params(
-        apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2"})
+        apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2", **to_cnn})
     )
     assert (params.loss.name, params.loss.gamma, params.model.name) == ("focal", 3.0, "audio_cnn_v2")
     with pytest.raises(ParamsError, match=r"loss\.gamma"):
         validate_params(apply_overrides(raw, {"loss.gamma": "high"}))
+    with pytest.raises(ParamsError, match="phases run from_scratch_cnn"):  # a CNN on the BirdNET default
+        validate_params(apply_overrides(raw, {"model.name": "audio_cnn"}))
 
 
 def test_load_params_reports_missing_and_broken_files(tmp_path):

@@ -411,10 +411,12 @@ class Params(Section):
         if embedding_model != (self.features.kind == "birdnet"):
             raise ValueError(
                 "model.name embedding_linear / embedding_mlp and features.kind: birdnet go together "
-                f"(now model.name: {self.model.name}, features.kind: {self.features.kind})"
+                f"(now model.name: {self.model.name}, features.kind: {self.features.kind}); {_TO_A_CNN}"
             )
         if self.model.fusion.method == "birdnet" and self.features.kind != "birdnet":
-            raise ValueError("model.fusion.method: birdnet needs features.kind: birdnet (BirdNET's logits)")
+            raise ValueError(
+                f"model.fusion.method: birdnet needs features.kind: birdnet (BirdNET's logits); {_TO_A_CNN}"
+            )
         if self.features.kind == "birdnet":
             spectral = [
                 name
@@ -433,6 +435,12 @@ class Params(Section):
         if self.train.hop_seconds > self.train.window_seconds:
             raise ValueError("train.hop_seconds must not exceed train.window_seconds")
         return self
+
+
+_TO_A_CNN = (
+    "for a spectrogram model set features.kind (mfcc | logmel), model.name and model.fusion.method: none together, "
+    "or start from the study's recipe: python -m birdpipe phases run from_scratch_cnn"
+)
 
 
 # ------------------------------------------------------------------------------------ loading, errors
