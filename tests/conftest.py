@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,15 @@ def xc_clips() -> Path:
 @pytest.fixture
 def species_folder(tmp_path: Path) -> Path:
     return write_species_folder(tmp_path / "recordings", {"Alpha_one": 5, "Beta_two": 4, "Gamma_three": 3})
+
+
+def copy_train_inputs(real_cache: dict, folder: Path) -> None:
+    """What the train stage reads besides params and split: features, class weights and feature statistics."""
+    from birdpipe.common.outputs import write_json
+
+    shutil.copytree(real_cache["root"] / "features", folder / "data" / "features")
+    write_json(real_cache["weights"], folder / "data" / "class_weights.json")
+    write_json(real_cache["stats"], folder / "data" / "feature_stats.json")
 
 
 @pytest.fixture(scope="session")

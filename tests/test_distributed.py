@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from birdpipe.common.outputs import write_json
+from tests.conftest import copy_train_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {
@@ -38,9 +37,7 @@ def train_in(folder: Path, real_cache: dict, **train: int) -> subprocess.Complet
     (folder / "data").mkdir(parents=True)
     table = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})
     table.to_csv(folder / "data" / "split.csv", index=False)
-    shutil.copytree(real_cache["root"] / "features", folder / "data" / "features")
-    write_json(real_cache["weights"], folder / "data" / "class_weights.json")
-    write_json(real_cache["stats"], folder / "data" / "feature_stats.json")
+    copy_train_inputs(real_cache, folder)
     params = {**PARAMS, "train": {**PARAMS["train"], **train}}
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "MASTER_PORT": "29517"}

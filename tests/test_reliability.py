@@ -3,7 +3,6 @@ features and train. Either the old outputs or the new ones, never a mix; one sen
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,11 +17,11 @@ import yaml
 from birdpipe.bundle import load_bundle, save_bundle
 from birdpipe.common import outputs
 from birdpipe.common.errors import run_stage
-from birdpipe.common.outputs import write_json
 from birdpipe.common.params import ModelParams
 from birdpipe.models import InputShape, build_model
 from stages import features as features_stage  # at collection, so Lightning's log handler gets the session's stderr
 from stages import train as train_stage
+from tests.conftest import copy_train_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {
@@ -60,9 +59,7 @@ def project(tmp_path, real_cache, monkeypatch) -> Path:
 
 
 def with_train_inputs(real_cache) -> None:
-    shutil.copytree(real_cache["root"] / "features", "data/features")
-    write_json(real_cache["weights"], "data/class_weights.json")
-    write_json(real_cache["stats"], "data/feature_stats.json")
+    copy_train_inputs(real_cache, Path("."))
 
 
 def stage_error(name: str, main, capsys) -> str:
