@@ -72,6 +72,16 @@ def write_error(
     return None
 
 
+def is_launch_main(node_only: bool = False) -> bool:
+    """Whether this process is rank 0 as its launcher started it, before any process group exists.
+
+    Lightning's DDP children get LOCAL_RANK and NODE_RANK, torchrun sets RANK and LOCAL_RANK, SLURM SLURM_PROCID
+    and SLURM_LOCALID; a process started by none of them is the main one. ``node_only``: rank 0 of its machine.
+    """
+    names = ("LOCAL_RANK", "SLURM_LOCALID") if node_only else ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(os.environ.get(name, "0") == "0" for name in names)
+
+
 @contextmanager
 def workspace_lock(name: str, folder: Path = Path(".dvc/tmp")) -> Iterator[None]:
     """Hold the workspace's stage lock while a stage runs; a second stage started in it meanwhile stops at once.
@@ -86,8 +96,7 @@ def workspace_lock(name: str, folder: Path = Path(".dvc/tmp")) -> Iterator[None]
     except ImportError:
         fcntl = None
     # a DDP process other than its machine's first (Lightning, torchrun, srun) runs inside that one's stage
-    ddp_follower = any(os.environ.get(rank, "0") != "0" for rank in ("LOCAL_RANK", "SLURM_LOCALID"))
-    if fcntl is None or not folder.is_dir() or ddp_follower:
+    if fcntl is None or not folder.is_dir() or not is_launch_main(node_only=True):
         yield
         return
     with open(folder / "birdpipe-stage.lock", "a+") as handle:

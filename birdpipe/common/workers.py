@@ -31,16 +31,6 @@ def distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def is_launch_main(node_only: bool = False) -> bool:
-    """Whether this process is rank 0 as its launcher started it, before any process group exists.
-
-    Lightning's DDP children get LOCAL_RANK and NODE_RANK, torchrun sets RANK and LOCAL_RANK, SLURM SLURM_PROCID
-    and SLURM_LOCALID; a process started by none of them is the main one. ``node_only``: rank 0 of its machine.
-    """
-    names = ("LOCAL_RANK", "SLURM_LOCALID") if node_only else ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-    return all(os.environ.get(name, "0") == "0" for name in names)
-
-
 def resolve_device(requested: str) -> str:
     """``train.device``: auto picks CUDA when available; cuda without a CUDA device is an error."""
     import torch  # late: ingest and features use this module without torch

@@ -46,10 +46,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.plugins import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from birdpipe.common.errors import PipelineError
+from birdpipe.common.errors import PipelineError, is_launch_main
 from birdpipe.common.outputs import atomic_path
 from birdpipe.common.params import Params, TrainParams
-from birdpipe.common.workers import cpu_workers, is_launch_main, resolve_device, resolve_precision
+from birdpipe.common.workers import cpu_workers, resolve_device, resolve_precision
 from birdpipe.data.windows import (
     EvalWindows,
     NumberedWindows,

@@ -41,13 +41,13 @@ def species_counts(params: SyntheticParams) -> list[int]:
     def counts_for(bend: float) -> np.ndarray:
         return np.maximum(1, np.round(top * (bottom / top) ** (steps**bend))).astype(int)
 
-    counts = counts_for(1.0)
-    if params.recordings is not None:
-        low, high = 1e-3, 1e3  # the total grows with the bend
-        for _ in range(100):
-            middle = math.sqrt(low * high)
-            low, high = (low, middle) if counts_for(middle).sum() > params.recordings else (middle, high)
-        counts = min((counts_for(low), counts_for(high)), key=lambda c: abs(int(c.sum()) - params.recordings))
+    if params.recordings is None:
+        return [int(c) for c in counts_for(1.0)]
+    low, high = 1e-3, 1e3  # the total grows with the bend
+    for _ in range(100):
+        middle = math.sqrt(low * high)
+        low, high = (low, middle) if counts_for(middle).sum() > params.recordings else (middle, high)
+    counts = min((counts_for(low), counts_for(high)), key=lambda c: abs(int(c.sum()) - params.recordings))
     return [int(c) for c in counts]
 
 
