@@ -13,7 +13,9 @@ def main() -> None:
     train = cache.recordings("train")
     counts = train["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"], per_bin=cache.config.kind == "birdnet")
+    birdnet = cache.config.kind == "birdnet"
+    parts = list(cache.config.birdnet_parts.values()) if birdnet else None
+    stats = feature_stats(cache.arrays["train"], per_bin=birdnet, parts=parts)
     write_json(weights, "data/class_weights.json")
     write_json(stats, "data/feature_stats.json")
     ranges = ", ".join(f"{m} {v['min']:.3g}-{v['max']:.3g}" for m, v in weights["methods"].items())

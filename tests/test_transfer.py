@@ -127,3 +127,86 @@ def test_pure_noise_is_not_predicted_with_confidence(birdnet_run, tmp_path):
     assert predictor.recording(noise).window_probs.max() < PredictOptions().min_confidence  # no detection at all
     bird = ROOT / "tests" / "data" / "xc_clips" / "audio" / "Vireo_latimeri" / "805338.ogg"
     assert predictor.recording(bird).window_probs.max() > 0.5  # a real song still is
+
+
+@pytest.fixture(scope="module")
+def scores_run(tmp_path_factory, xc_clips_table):
+    """The same clips with ``features.birdnet.inputs: both`` (embedding and BirdNET's scores), a fused head on it."""
+    root = tmp_path_factory.mktemp("birdnet_scores")
+    raw = {**HEAD, "features": {**HEAD["features"], "birdnet": {"inputs": "both"}}}
+    params = validate_params(raw)
+    build_cache(xc_clips_table, params.features, root / "features", progress=False)
+    cache = FeatureCache.open(root / "features")
+    counts = cache.recordings("train")["label"].value_counts()
+    weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
+    stats = feature_stats(cache.arrays["train"], per_bin=True, parts=list(cache.config.birdnet_parts.values()))
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = fit(params, cache, weights, stats, checkpoint_dir=root / "ck", live_dir=None, progress=False)
+    finally:
+        os.chdir(cwd)
+    save_bundle(root / "models", result.model, result.info)
+    return {"root": root, "params": params, "cache": cache, "stats": stats}
+
+
+def test_scores_sit_beside_the_embedding_as_log_confidences(birdnet_run, scores_run):
+    from scipy.special import log_expit
+
+    from birdpipe.features import birdnet
+
+    plain, both = birdnet_run["cache"], scores_run["cache"]
+    assert both.config.birdnet_parts == {"embedding": (0, 1024), "scores": (1024, 1024 + 6522)}
+    assert both.config.bins == 7546 and plain.config.bins == 1024
+    columns = birdnet.match_species(both.species)
+    for split in ("train", "val", "test"):
+        frames = np.asarray(both.arrays[split], dtype=np.float32)[:, 0]
+        assert frames.shape[1] == 7546
+        # the embedding part is byte for byte the embedding-only cache
+        assert frames[:, :1024].astype(np.float16).tobytes() == np.asarray(plain.arrays[split])[:, 0].tobytes()
+        scores = frames[:, 1024:]
+        assert (scores <= 0).all()  # log sigmoid
+        # BirdNET's logits for our species, kept beside the features, are the same windows' scores
+        expected = log_expit(np.asarray(both.birdnet_logits[split], dtype=np.float32))
+        np.testing.assert_allclose(scores[:, columns], expected, atol=0.02, rtol=0.01)
+
+
+def test_birdnet_logreg_reads_the_embedding_part_of_a_cache_with_scores(birdnet_run, scores_run):
+    from birdpipe.evaluation.baselines import mean_embeddings
+
+    for split in ("train", "test"):
+        np.testing.assert_allclose(
+            mean_embeddings(scores_run["cache"], split), mean_embeddings(birdnet_run["cache"], split), atol=1e-9
+        )
+    plain = run_baselines(birdnet_run["cache"], birdnet_run["params"])["birdnet_logreg"]
+    both = run_baselines(scores_run["cache"], scores_run["params"])["birdnet_logreg"]
+    assert plain["c"] == both["c"] and plain["test"]["f1_macro"] == pytest.approx(both["test"]["f1_macro"])
+
+
+def test_a_head_on_scores_predicts_as_evaluate_does_and_is_not_confident_on_noise(scores_run, tmp_path):
+    root, params = scores_run["root"], scores_run["params"]
+    bundle = load_bundle(root / "models")
+    assert bundle.feature_config.birdnet_inputs == "both" and bundle.info["input_shape"]["bins"] == 7546
+    result = evaluate_split(bundle, scores_run["cache"], "test", params.evaluate, "cpu")
+    table = pd.read_csv(ROOT / "tests" / "data" / "xc_clips" / "metadata.csv", dtype={"xc_id": str})
+    path_of = dict(zip(table["xc_id"], table["path"], strict=True))
+    files = [ROOT / "tests" / "data" / "xc_clips" / path_of[i] for i in result["recordings"]["id"]]
+    run = Predictor(bundle, PredictOptions(max_seconds=12.0), "cpu").run(files, progress=False)
+    np.testing.assert_allclose(np.stack([r.probs for r in run.recordings]), result["probs"], atol=1e-5)
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.05 * np.random.default_rng(1).standard_normal(48000 * 9)).astype(np.float32), 48000)
+    predictor = Predictor(bundle, PredictOptions(), "cpu")
+    assert predictor.recording(noise).window_probs.max() < PredictOptions().min_confidence
+
+
+def test_the_scores_part_gets_a_std_floor_of_its_own():
+    rng = np.random.default_rng(0)
+    train = np.concatenate([rng.normal(0, 1.0, (200, 1, 8)), rng.normal(-20, 1e-3, (200, 1, 4))], axis=2)
+    train[:, :, 10] = -30.0  # a class that never fires
+    shared = feature_stats(train, per_bin=True)
+    parts = feature_stats(train, per_bin=True, parts=[(0, 8), (8, 12)])
+    assert np.allclose(shared["bin_std"][0][:8], parts["bin_std"][0][:8], atol=1e-6)  # the wide part alone
+    assert shared["bin_std"][0][10] == pytest.approx(0.1 * np.median(np.std(train[:, 0], axis=0)), rel=1e-3)
+    assert parts["bin_std"][0][10] == pytest.approx(0.1 * 1e-3, rel=0.2)  # a tenth of its own part's median

@@ -116,18 +116,23 @@ class ActivityParams(Section):
 
 
 class BirdNETParams(Section):
-    """BirdNET V2.4 embeddings (features.kind: birdnet): 3 s windows at 48 kHz, 1024 values each."""
+    """BirdNET V2.4 inputs (features.kind: birdnet): 3 s windows at 48 kHz, an embedding and/or scores each."""
 
     hop_seconds: float = Field(
         3.0, ge=0.5, le=3.0, description="hop between 3 s BirdNET windows (s); below 3 the windows overlap"
+    )
+    inputs: Literal["embedding", "scores", "both"] = Field(
+        "embedding",
+        description="what each window gives the model: embedding (1024-d), scores (BirdNET's log-confidences "
+        "log sigmoid(logit) for all 6,522 of its classes) or both (7,546 values)",
     )
 
 
 class FeatureParams(Section):
     kind: Literal["mfcc", "logmel", "birdnet"] = Field(
         "mfcc",
-        description="mfcc: MFCC+delta+delta2 (3 channels); logmel (1); birdnet: BirdNET V2.4 embeddings of 3 s "
-        "windows (1 x 1024 per window) plus BirdNET's own logits for the species it knows",
+        description="mfcc: MFCC+delta+delta2 (3 channels); logmel (1); birdnet: BirdNET V2.4 inputs of 3 s "
+        "windows (features.birdnet.inputs) plus BirdNET's own logits for the species it knows",
     )
     sample_rate: int = Field(22050, ge=8000, le=96000, description="audio is resampled to this rate (Hz)")
     n_fft: int = Field(2048, ge=64, le=16384, description="FFT size")

@@ -3,8 +3,9 @@
 - ``majority``: always the commonest training species (its probabilities are the training prior).
 - ``birdnet_zero_shot`` (features.kind birdnet): BirdNET V2.4's own classifier, restricted to our species,
   window logits averaged per recording; a species BirdNET lacks is never predicted.
-- ``birdnet_logreg`` (features.kind birdnet): the mean BirdNET embedding per recording, standardised, then
-  logistic regression with ``C`` chosen on val F1-macro, as for the MFCC baseline.
+- ``birdnet_logreg`` (features.kind birdnet): the mean BirdNET embedding per recording (the mean scores
+  when ``features.birdnet.inputs: scores``), standardised, then logistic regression with ``C`` chosen on
+  val F1-macro, as for the MFCC baseline.
 - ``mfcc_logreg``: per recording, the mean and standard deviation over time of 20 MFCCs (computed by the
   features stage from the same decoded audio, same ``max_seconds`` and activity windows), standardised,
   then multinomial logistic regression; ``C`` is chosen on val F1-macro from ``baselines.c_grid`` and the
@@ -69,12 +70,14 @@ def _logistic_regression(
 
 
 def mean_embeddings(cache: FeatureCache, split: str) -> np.ndarray:
-    """One vector per recording: the mean of its window embeddings (float64)."""
+    """One vector per recording: the mean of its window embeddings (of its scores if the cache has no embedding)."""
+    parts = cache.config.birdnet_parts
+    start, stop = parts.get("embedding", parts.get("scores", (0, cache.config.bins)))
     array = cache.arrays[split]
     rows = cache.recordings(split)
     return np.stack(
         [
-            np.asarray(array[a:b], dtype=np.float64).mean(axis=0).ravel()
+            np.asarray(array[a:b, :, start:stop], dtype=np.float64).mean(axis=0).ravel()
             for a, b in zip(rows["start"], rows["stop"], strict=True)
         ]
     )

@@ -23,6 +23,7 @@ SAMPLE_RATE = 48000
 WINDOW_SECONDS = 3.0
 WINDOW_SAMPLES = 144000
 EMBEDDING_SIZE = 1024
+N_CLASSES = 6522  # BirdNET V2.4's label set
 # Measured (benchmarks/birdnet.py): batches of 8 or 32 are within 5 % of batch 1 on CPU, cost ~23 MB per window,
 # and zero-padding a recording's last batch wastes work (batch 8 halves end-to-end speed on short recordings).
 DEFAULT_BATCH_SIZE = 1
@@ -206,6 +207,8 @@ class BirdNETEmbedder:
         content, self._logits, self._embedding = _model_with_embedding_output()
         self.batch_size = int(batch_size)
         self.n_classes = len(_labels())
+        if self.n_classes != N_CLASSES:
+            raise _unavailable(f"{labels_path()} lists {self.n_classes} classes, not BirdNET V2.4's {N_CLASSES}")
         self._interpreter = interpreter_class(model_content=content, num_threads=int(threads))
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._interpreter.resize_tensor_input(self._input, [self.batch_size, WINDOW_SAMPLES])

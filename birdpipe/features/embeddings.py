@@ -1,11 +1,18 @@
 """``features.kind: birdnet``: BirdNET V2.4 embeddings as a feature cache, and BirdNET's own logits beside them.
 
-Each cache frame is one 3 s window at 48 kHz (``features.birdnet.hop_seconds`` apart): 1 channel x 1024
-embedding values, so the models, samplers and windows of :mod:`birdpipe.data.windows` work unchanged (a "window"
-of one frame is one embedding). Beside ``<split>.npy`` the cache holds ``<split>.logits.npy``: BirdNET's
-own classifier logits per frame for our species (0 for the species BirdNET lacks; ``config.json`` lists
-the matches), which the zero-shot baseline and late fusion read. ``stats.npy`` holds the same MFCC
-summaries as the mfcc cache (decoded at 22,050 Hz), so the MFCC baseline runs on the same split.
+Each cache frame is one 3 s window at 48 kHz (``features.birdnet.hop_seconds`` apart): 1 channel x the
+window's inputs (``features.birdnet.inputs``): the 1024-d embedding, BirdNET's scores for all 6,522 of its
+classes, or both side by side (embedding first). A score is the log-confidence ``log sigmoid(logit)``: on a
+log scale the classes that never fire in training windows still vary smoothly (about 1 on the logit scale),
+so per-dimension standardisation stays well conditioned; raw sigmoid confidences near 0 have standard
+deviations of 1e-5 and turn noise into huge standardised values. The scores carry what the embedding
+hides: which of BirdNET's classes (congeners, look-alikes) a window sounds like, the signal a head needs
+for the species BirdNET lacks. The models, samplers and windows of :mod:`birdpipe.data.windows` work
+unchanged (a "window" of one frame is one BirdNET window). Beside ``<split>.npy`` the cache holds
+``<split>.logits.npy``: BirdNET's own classifier logits per frame for our species (0 for the species
+BirdNET lacks; ``config.json`` lists the matches), which the zero-shot baseline and late fusion read.
+``stats.npy`` holds the same MFCC summaries as the mfcc cache (decoded at 22,050 Hz), so the MFCC
+baseline runs on the same split.
 
 The embedder runs BirdNET in one process per core, one thread each; every window is embedded in a
 fixed-size batch, so its bytes do not depend on the recording's length or on the worker.
@@ -19,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_expit
 
 from birdpipe.features import birdnet
 from birdpipe.features.birdnet import EMBEDDING_SIZE, SAMPLE_RATE
 
-__all__ = ["EMBEDDING_SIZE", "BirdNETStream", "extract_birdnet", "species_columns"]
+__all__ = ["EMBEDDING_SIZE", "BirdNETStream", "extract_birdnet", "species_columns", "window_inputs"]
 
 MFCC_SUMMARY_RATE = 22050  # the mfcc cache's default rate, so mfcc_logreg scores the same as in mfcc runs
 
@@ -62,8 +70,20 @@ def _logit_columns(logits: np.ndarray, columns: list[int | None]) -> np.ndarray:
     return out
 
 
+def window_inputs(embeddings: np.ndarray, logits: np.ndarray, inputs: str | None) -> np.ndarray:
+    """What a cache frame holds per window (n, bins) under ``features.birdnet.inputs`` (float32)."""
+    parts = []
+    if inputs in (None, "embedding", "both"):
+        parts.append(np.asarray(embeddings, dtype=np.float32))
+    if inputs in ("scores", "both"):
+        parts.append(log_expit(np.asarray(logits, dtype=np.float32)))
+    if not parts:
+        raise ValueError(f"unknown features.birdnet.inputs {inputs!r}; allowed: embedding, scores, both")
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
 class BirdNETStream:
-    """Audio blocks at 48 kHz -> (features (n, 1, 1024) rounded to the cache dtype, logits (n, species))."""
+    """Audio blocks at 48 kHz -> (features (n, 1, bins) rounded to the cache dtype, logits (n, species))."""
 
     def __init__(self, config: Any, columns: list[int | None], embedder: birdnet.BirdNETEmbedder | None = None):
         self.config = config
@@ -72,7 +92,8 @@ class BirdNETStream:
 
     def _embed(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeddings, logits = self.embedder.embed(windows)
-        rounded = embeddings.astype(self.config.dtype)[:, None, :]
+        inputs = window_inputs(embeddings, logits, self.config.birdnet_inputs)
+        rounded = inputs.astype(self.config.dtype)[:, None, :]
         return rounded, _logit_columns(logits, self.columns)
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -89,7 +110,7 @@ class BirdNETStream:
 def extract_birdnet(
     path: str, config: Any, max_seconds: float, columns: list[int | None]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embeddings (frames, 1, 1024), the MFCC summary for the baseline, and BirdNET logits of one recording."""
+    """Window inputs (frames, 1, bins), the MFCC summary for the baseline, and BirdNET logits of one recording."""
     from birdpipe.data.audio import AudioError, stream_audio
     from birdpipe.features.spectral import FeatureConfig, _extractor
 

@@ -59,6 +59,7 @@ class FeatureConfig:
     highpass_hz: float = 500.0
     dtype: str = "float16"
     model_checksum: str | None = None  # kind birdnet: sha256 of the BirdNET model file the embeddings came from
+    birdnet_inputs: str | None = None  # kind birdnet: embedding | scores | both (None in bundles before it: embedding)
 
     @classmethod
     def from_params(cls, params: FeatureParams) -> FeatureConfig:
@@ -72,8 +73,10 @@ class FeatureConfig:
                 hop_length=round(params.birdnet.hop_seconds * birdnet.SAMPLE_RATE),
                 dtype=params.dtype,
                 model_checksum=birdnet.model_checksum(),
+                birdnet_inputs=params.birdnet.inputs,
             )
-        return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if f.name != "model_checksum"})
+        birdnet_only = ("model_checksum", "birdnet_inputs")
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls) if f.name not in birdnet_only})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
@@ -90,10 +93,22 @@ class FeatureConfig:
     @property
     def bins(self) -> int:
         if self.kind == "birdnet":
-            from birdpipe.features.birdnet import EMBEDDING_SIZE
-
-            return EMBEDDING_SIZE
+            return sum(stop - start for start, stop in self.birdnet_parts.values())
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def birdnet_parts(self) -> dict[str, tuple[int, int]]:
+        """kind birdnet: the bins (start, stop) of the embedding and of the scores in each cache frame."""
+        from birdpipe.features.birdnet import EMBEDDING_SIZE, N_CLASSES
+
+        inputs = self.birdnet_inputs or "embedding"
+        parts: dict[str, tuple[int, int]] = {}
+        if inputs in ("embedding", "both"):
+            parts["embedding"] = (0, EMBEDDING_SIZE)
+        if inputs in ("scores", "both"):
+            start = EMBEDDING_SIZE if parts else 0
+            parts["scores"] = (start, start + N_CLASSES)
+        return parts
 
     @property
     def frames_per_second(self) -> float:

@@ -1,7 +1,8 @@
 """Classifier heads on pretrained embeddings (``features.kind: birdnet``).
 
-Input (batch, 1, 1024, frames): one or more consecutive BirdNET window embeddings, averaged over frames,
-so a head sees the same thing whether a model window holds one 3 s embedding or several. Standardisation
+Input (batch, 1, bins, frames): one or more consecutive BirdNET windows (embedding and/or scores, as
+``features.birdnet.inputs`` says), averaged over frames, so a head sees the same thing whether a model
+window holds one 3 s window or several. Standardisation
 per embedding dimension happens before the head (:class:`birdpipe.models.Standardize`, saved in the model),
 so training, evaluate and predict scale embeddings the same way.
 """

@@ -78,11 +78,17 @@ def weight_vector(weights_json: dict[str, Any], method: str, species: list[str])
 BIN_STD_FLOOR = 0.1  # per-dimension std floor, as a share of the channel's median std
 
 
-def feature_stats(train: np.ndarray, chunk_frames: int = 65536, per_bin: bool = False) -> dict[str, Any]:
+def feature_stats(
+    train: np.ndarray,
+    chunk_frames: int = 65536,
+    per_bin: bool = False,
+    parts: list[tuple[int, int]] | None = None,
+) -> dict[str, Any]:
     """Per-channel mean and std over every training frame and bin (float64 accumulation, in chunks).
 
     With ``per_bin`` also ``bin_mean`` / ``bin_std`` (channels x bins): embeddings are standardised per
-    dimension, since each dimension has a scale of its own.
+    dimension, since each dimension has a scale of its own. ``parts`` are bin ranges (start, stop) of
+    inputs with scales of their own (a BirdNET embedding beside BirdNET's scores): each gets its own std floor.
     """
     channels, bins = train.shape[1], train.shape[2]
     total = np.zeros((channels, bins))
@@ -109,8 +115,11 @@ def feature_stats(train: np.ndarray, chunk_frames: int = 65536, per_bin: bool = 
         bin_std = np.sqrt(np.maximum(total_sq / frames - bin_mean**2, 0.0))
         # A dimension (nearly) constant over the training windows would turn any deviation at inference, e.g.
         # on pure noise, into a huge standardised value and a near-certain score: floor each std at a tenth of
-        # the median std of the channel.
-        floor = np.maximum(BIN_STD_FLOOR * np.median(bin_std, axis=1, keepdims=True), 1e-6)
+        # the median std of the channel (of each part of it).
+        floor = np.empty_like(bin_std)
+        for start, stop in parts or [(0, bins)]:
+            floor[:, start:stop] = BIN_STD_FLOOR * np.median(bin_std[:, start:stop], axis=1, keepdims=True)
+        floor = np.maximum(floor, 1e-6)
         stats["bin_mean"] = np.round(bin_mean, 6).tolist()
         stats["bin_std"] = np.round(np.maximum(bin_std, floor), 6).tolist()
     return stats
