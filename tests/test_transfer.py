@@ -29,16 +29,13 @@ HEAD = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def birdnet_run(tmp_path_factory, xc_clips_table):
-    """A BirdNET cache of the 12 real clips (one val and one test clip per species) and a fused head on it."""
-    root = tmp_path_factory.mktemp("birdnet")
-    params = validate_params(HEAD)
-    summary = build_cache(xc_clips_table, params.features, root / "features", progress=False)
+def _fit_fused_head(root: Path, params, table: pd.DataFrame) -> dict:
+    """A BirdNET cache of ``table`` under ``root``, and a head (fused as ``params`` say) trained on it."""
+    summary = build_cache(table, params.features, root / "features", progress=False)
     cache = FeatureCache.open(root / "features")
     counts = cache.recordings("train")["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"], per_bin=True)
+    stats = feature_stats(cache.arrays["train"], per_bin=True, parts=list(cache.config.birdnet_parts.values()))
     import os
 
     cwd = os.getcwd()
@@ -49,6 +46,12 @@ def birdnet_run(tmp_path_factory, xc_clips_table):
         os.chdir(cwd)
     save_bundle(root / "models", result.model, result.info)
     return {"root": root, "params": params, "summary": summary, "cache": cache, "result": result}
+
+
+@pytest.fixture(scope="module")
+def birdnet_run(tmp_path_factory, xc_clips_table):
+    """A BirdNET cache of the 12 real clips (one val and one test clip per species) and a fused head on it."""
+    return _fit_fused_head(tmp_path_factory.mktemp("birdnet"), validate_params(HEAD), xc_clips_table)
 
 
 @pytest.fixture(scope="module")
@@ -132,24 +135,8 @@ def test_pure_noise_is_not_predicted_with_confidence(birdnet_run, tmp_path):
 @pytest.fixture(scope="module")
 def scores_run(tmp_path_factory, xc_clips_table):
     """The same clips with ``features.birdnet.inputs: both`` (embedding and BirdNET's scores), a fused head on it."""
-    root = tmp_path_factory.mktemp("birdnet_scores")
-    raw = {**HEAD, "features": {**HEAD["features"], "birdnet": {"inputs": "both"}}}
-    params = validate_params(raw)
-    build_cache(xc_clips_table, params.features, root / "features", progress=False)
-    cache = FeatureCache.open(root / "features")
-    counts = cache.recordings("train")["label"].value_counts()
-    weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"], per_bin=True, parts=list(cache.config.birdnet_parts.values()))
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = fit(params, cache, weights, stats, checkpoint_dir=root / "ck", live_dir=None, progress=False)
-    finally:
-        os.chdir(cwd)
-    save_bundle(root / "models", result.model, result.info)
-    return {"root": root, "params": params, "cache": cache, "stats": stats}
+    params = validate_params({**HEAD, "features": {**HEAD["features"], "birdnet": {"inputs": "both"}}})
+    return _fit_fused_head(tmp_path_factory.mktemp("birdnet_scores"), params, xc_clips_table)
 
 
 def test_scores_sit_beside_the_embedding_as_log_confidences(birdnet_run, scores_run):

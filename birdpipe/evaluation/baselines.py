@@ -72,7 +72,7 @@ def _logistic_regression(
 def mean_embeddings(cache: FeatureCache, split: str) -> np.ndarray:
     """One vector per recording: the mean of its window embeddings (of its scores if the cache has no embedding)."""
     parts = cache.config.birdnet_parts
-    start, stop = parts.get("embedding", parts.get("scores", (0, cache.config.bins)))
+    start, stop = parts.get("embedding") or parts["scores"]
     array = cache.arrays[split]
     rows = cache.recordings(split)
     return np.stack(

@@ -70,16 +70,13 @@ def _logit_columns(logits: np.ndarray, columns: list[int | None]) -> np.ndarray:
     return out
 
 
-def window_inputs(embeddings: np.ndarray, logits: np.ndarray, inputs: str | None) -> np.ndarray:
-    """What a cache frame holds per window (n, bins) under ``features.birdnet.inputs`` (float32)."""
-    parts = []
-    if inputs in (None, "embedding", "both"):
-        parts.append(np.asarray(embeddings, dtype=np.float32))
-    if inputs in ("scores", "both"):
-        parts.append(log_expit(np.asarray(logits, dtype=np.float32)))
-    if not parts:
-        raise ValueError(f"unknown features.birdnet.inputs {inputs!r}; allowed: embedding, scores, both")
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+def window_inputs(embeddings: np.ndarray, logits: np.ndarray, parts: Iterable[str]) -> np.ndarray:
+    """What a cache frame holds per window (n, bins): the parts of ``FeatureConfig.birdnet_parts``, in order."""
+    columns = [
+        np.asarray(embeddings, dtype=np.float32) if part == "embedding" else log_expit(np.asarray(logits, np.float32))
+        for part in parts
+    ]
+    return np.concatenate(columns, axis=1)
 
 
 class BirdNETStream:
@@ -92,7 +89,7 @@ class BirdNETStream:
 
     def _embed(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeddings, logits = self.embedder.embed(windows)
-        inputs = window_inputs(embeddings, logits, self.config.birdnet_inputs)
+        inputs = window_inputs(embeddings, logits, self.config.birdnet_parts)
         rounded = inputs.astype(self.config.dtype)[:, None, :]
         return rounded, _logit_columns(logits, self.columns)
 

@@ -102,6 +102,8 @@ class FeatureConfig:
         from birdpipe.features.birdnet import EMBEDDING_SIZE, N_CLASSES
 
         inputs = self.birdnet_inputs or "embedding"
+        if inputs not in ("embedding", "scores", "both"):
+            raise ValueError(f"unknown BirdNET inputs {inputs!r}; allowed: embedding, scores, both")
         parts: dict[str, tuple[int, int]] = {}
         if inputs in ("embedding", "both"):
             parts["embedding"] = (0, EMBEDDING_SIZE)
