@@ -54,6 +54,13 @@ def birdnet_run(tmp_path_factory, xc_clips_table):
     return _fit_fused_head(tmp_path_factory.mktemp("birdnet"), validate_params(HEAD), xc_clips_table)
 
 
+def _clip_files(ids) -> list[Path]:
+    """The audio files of the xc_clips recordings ``ids``, in that order."""
+    table = pd.read_csv(ROOT / "tests" / "data" / "xc_clips" / "metadata.csv", dtype={"xc_id": str})
+    path_of = dict(zip(table["xc_id"], table["path"], strict=True))
+    return [ROOT / "tests" / "data" / "xc_clips" / path_of[i] for i in ids]
+
+
 @pytest.fixture(scope="module")
 def xc_clips_table() -> pd.DataFrame:
     table = pd.read_csv(ROOT / "tests" / "data" / "xc_clips" / "metadata.csv", dtype={"xc_id": str})
@@ -110,9 +117,7 @@ def test_head_with_fusion_evaluates_and_predict_reproduces_evaluate(birdnet_run)
     metrics = result["metrics"]
     assert set(metrics["parts"]) == {"model", "birdnet_zero_shot"}
     recordings = result["recordings"]
-    table = pd.read_csv(ROOT / "tests" / "data" / "xc_clips" / "metadata.csv", dtype={"xc_id": str})
-    path_of = dict(zip(table["xc_id"], table["path"], strict=True))
-    files = [ROOT / "tests" / "data" / "xc_clips" / path_of[i] for i in recordings["id"]]
+    files = _clip_files(recordings["id"])
     run = Predictor(bundle, PredictOptions(max_seconds=12.0), "cpu").run(files, progress=False)
     predicted = np.stack([r.probs for r in run.recordings])
     np.testing.assert_allclose(predicted, result["probs"], atol=1e-5)
@@ -177,9 +182,7 @@ def test_a_head_on_scores_predicts_as_evaluate_does_and_is_not_confident_on_nois
     bundle = load_bundle(root / "models")
     assert bundle.feature_config.birdnet_inputs == "both" and bundle.info["input_shape"]["bins"] == 7546
     result = evaluate_split(bundle, scores_run["cache"], "test", params.evaluate, "cpu")
-    table = pd.read_csv(ROOT / "tests" / "data" / "xc_clips" / "metadata.csv", dtype={"xc_id": str})
-    path_of = dict(zip(table["xc_id"], table["path"], strict=True))
-    files = [ROOT / "tests" / "data" / "xc_clips" / path_of[i] for i in result["recordings"]["id"]]
+    files = _clip_files(result["recordings"]["id"])
     run = Predictor(bundle, PredictOptions(max_seconds=12.0), "cpu").run(files, progress=False)
     np.testing.assert_allclose(np.stack([r.probs for r in run.recordings]), result["probs"], atol=1e-5)
     noise = tmp_path / "noise.wav"
