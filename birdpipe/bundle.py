@@ -1,11 +1,15 @@
 """The trained-model bundle in ``models/``: everything needed to use a model without the repo's data.
 
-``models/model.pt`` holds the weights (normalisation statistics included, as buffers);
-``models/bundle.json`` holds the species list (and their names when known), the feature config, the
-window, hop and aggregation used by evaluate, the model params, the training counts, the full params and
-the training metrics. Transformer models keep their Hugging Face weights and config in
-``models/backbone/`` (``save_pretrained`` format, so they rebuild without a network), and ``model.pt``
-then holds only the rest, so no weight is stored twice. :func:`load_bundle` needs only this library.
+Two parts, written by two stages: ``models/network/`` (train) and ``models/fusion/`` (fuse).
+``network/model.pt`` holds the weights (normalisation statistics included, as buffers); ``network/bundle.json``
+holds the species list (and their names when known), the feature config, the window, hop, objective and
+aggregation used by evaluate, the model params, the training counts, the full params and the training
+metrics. Transformer models keep their Hugging Face weights and config in ``network/backbone/``
+(``save_pretrained`` format, so they rebuild without a network), and ``model.pt`` then holds only the rest,
+so no weight is stored twice. ``fusion/fusion.json`` holds what was fitted on validation data after training:
+the fusion with BirdNET and the per-species detection thresholds. :func:`load_bundle` reads both (a folder
+holding ``bundle.json`` itself, as written before the fuse stage existed, still loads) and needs only this
+library.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from birdpipe.common.errors import PipelineError
@@ -50,11 +55,37 @@ def _reason(exc: BaseException) -> str:
     return lines[0]
 
 
+NETWORK = "network"
+FUSION = "fusion"
+
+
 @dataclass
 class Bundle:
     model: Classifier
     info: dict[str, Any]
     folder: Path
+    fusion: dict[str, Any] | None = None  # fusion/fusion.json: recording and window fusion, thresholds
+
+    @property
+    def recording_fusion(self) -> dict[str, Any] | None:
+        """The recording-level late fusion of a softmax model (older bundles kept it in bundle.json)."""
+        if self.fusion is not None:
+            return self.fusion.get("recording")
+        return self.info.get("fusion")
+
+    @property
+    def window_fusion(self) -> dict[str, Any] | None:
+        """The window-level fusion of a multi-label model with BirdNET, when applicable."""
+        window = (self.fusion or {}).get("window") or {}
+        return window if window.get("applicable") else None
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """Per-species detection thresholds chosen on val soundscapes, in species order (None if never fitted)."""
+        fitted = (self.fusion or {}).get("thresholds")
+        if not fitted:
+            return None
+        return np.array([float(fitted["values"][s]) for s in self.species])
 
     @property
     def species(self) -> list[str]:
@@ -63,6 +94,11 @@ class Bundle:
     @property
     def feature_config(self) -> FeatureConfig:
         return FeatureConfig.from_dict(self.info["feature_config"])
+
+    @property
+    def multilabel(self) -> bool:
+        """Independent sigmoid scores per species (``train.objective: multilabel``), else a softmax."""
+        return self.info.get("objective", "multiclass") == "multilabel"
 
     @property
     def window_frames(self) -> int:
@@ -90,11 +126,28 @@ def save_bundle(folder: Path, model: Classifier, info: dict[str, Any]) -> None:
     (folder / "bundle.json").write_text(json.dumps({"format": BUNDLE_FORMAT, **info}, indent=2) + "\n")
 
 
+def save_fusion(folder: Path, fusion: dict[str, Any]) -> None:
+    """Write ``fusion.json`` into ``folder`` (the caller makes it atomic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fusion.json").write_text(json.dumps({"format": BUNDLE_FORMAT, **fusion}, indent=2) + "\n")
+
+
+def _read_fusion(folder: Path) -> dict[str, Any] | None:
+    path = folder / "fusion.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{path} is not valid JSON ({_reason(exc)})") from exc
+
+
 def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Rebuild a trained model from its bundle; a missing or broken piece gives a one-line error."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BundleError(f"model folder {folder} does not exist (train one with `dvc repro train`)")
+    top = Path(folder)
+    if not top.is_dir():
+        raise BundleError(f"model folder {top} does not exist (train one with `dvc repro train`)")
+    folder = top if (top / "bundle.json").is_file() or not (top / NETWORK).is_dir() else top / NETWORK
     missing = [name for name in REQUIRED if not (folder / name).is_file()]
     if missing:
         raise BundleError(f"model folder {folder} is incomplete: missing {', '.join(missing)}")
@@ -141,4 +194,4 @@ def load_bundle(folder: str | Path, device: str | torch.device = "cpu") -> Bundl
     except RuntimeError as exc:  # missing, unexpected or differently shaped weights
         raise BundleError(f"{folder / 'model.pt'} does not match bundle.json ({_reason(exc)})") from exc
     model.to(device).eval()
-    return Bundle(model, info, folder)
+    return Bundle(model, info, folder, _read_fusion(top / FUSION))

@@ -224,7 +224,7 @@ class Predictor:
         )[0]
         if self.birdnet is not None:
             frame_logits = np.concatenate(self.logits)
-            fusion = self.bundle.info.get("fusion") or {}
+            fusion = self.bundle.recording_fusion or {}
             if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
                 probs = fused_recording(probs, frame_logits, fusion, self.known)
             window_probs = gate_by_birdnet(window_probs, starts, self.window, frame_logits, self.known)

@@ -1,8 +1,9 @@
-"""train: feature cache + weights + stats -> models/ (the bundle), metrics/train.json, dvclive/ curves."""
+"""train: feature cache + weights + stats -> models/network/ (the trained network of the bundle), metrics/train.json,
+dvclive/ curves."""
 
 from pathlib import Path
 
-from birdpipe.bundle import save_bundle
+from birdpipe.bundle import NETWORK, save_bundle
 from birdpipe.common.errors import run_stage
 from birdpipe.common.outputs import atomic_path, read_json, read_table, write_json
 from birdpipe.common.params import load_params
@@ -41,7 +42,7 @@ def main() -> None:
     )
     if result is None:  # a DDP process other than rank 0: rank 0 writes the outputs
         return
-    with atomic_path("models") as folder:
+    with atomic_path(Path("models") / NETWORK) as folder:
         save_bundle(folder, result.model, result.info)
     write_json(result.metrics, "metrics/train.json")
     training_curves_png(result.history, "plots/training_curves.png")

@@ -46,7 +46,7 @@ def train_in(folder: Path, real_cache: dict, **train: int) -> subprocess.Complet
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "models" / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(folder / "models" / "network" / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
@@ -77,4 +77,4 @@ def test_two_cpu_processes_train_the_model_of_one_within_tolerance(real_cache, t
     metrics_two = json.loads((ddp / "metrics" / "train.json").read_text())["train"]
     assert metrics_two["epochs"] == metrics_one["epochs"] == 3
     assert metrics_two["best_val_f1_macro"] == pytest.approx(metrics_one["best_val_f1_macro"], abs=0.05)
-    assert (ddp / "models" / "bundle.json").exists() and not list((ddp / "models").glob("*.partial"))
+    assert (ddp / "models" / "network" / "bundle.json").exists() and not list((ddp / "models").glob(".*.partial"))

@@ -89,7 +89,7 @@ def test_default_and_project_params_warn_of_nothing():
 
 def test_focal_gamma_under_ce_is_named_once():
     (line,) = _inert({"loss.gamma": 3})
-    assert line == "loss.gamma has no effect: it is used only with loss.name: focal (now ce)"
+    assert line == "loss.gamma has no effect: it is used only with loss.name: focal or focal_bce (now ce)"
     assert _inert({"loss.gamma": 3, "loss.name": "focal"}) == []
 
 
@@ -130,5 +130,6 @@ def test_load_params_warns_on_stderr(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"loss": {"gamma": 3.0}}))
     assert load_params(path).loss.gamma == 3.0
     assert (
-        capsys.readouterr().err == "warning: loss.gamma has no effect: it is used only with loss.name: focal (now ce)\n"
+        capsys.readouterr().err
+        == "warning: loss.gamma has no effect: it is used only with loss.name: focal or focal_bce (now ce)\n"
     )

@@ -57,7 +57,7 @@ def project(tmp_path_factory) -> Path:
 
 def test_dvc_repro_runs_the_whole_dag(project):
     out = run("dvc", "repro", cwd=project)
-    for stage in ("ingest", "split", "features", "weights", "baselines", "train", "evaluate"):
+    for stage in ("ingest", "split", "soundscapes", "features", "weights", "baselines", "train", "fuse", "evaluate"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((project / "metrics" / "eval.json").read_text())
     for name in ("accuracy", "f1_macro", "f1_weighted", "map", "top5_accuracy", "f1_rare", "f1_common"):
@@ -67,7 +67,9 @@ def test_dvc_repro_runs_the_whole_dag(project):
     assert set(baselines) >= {"majority", "mfcc_logreg"}
     train = json.loads((project / "metrics" / "train.json").read_text())
     assert train["train"]["epochs"] == 2 and train["model"]["params"] > 0
-    for path in ("models/bundle.json", "models/model.pt", "plots/confusion.csv", "plots/confusion_matrix.png",
+    for path in ("models/network/bundle.json", "models/network/model.pt", "models/fusion/fusion.json",
+                 "metrics/soundscapes.json", "plots/soundscape_pr.png", "data/soundscapes/truth.npy",
+                 "plots/confusion.csv", "plots/confusion_matrix.png",
                  "plots/f1_vs_train_count.png", "plots/training_curves.png", "metrics/per_class.csv",
                  "data/ingest_report.json", "data/class_weights.json", "data/feature_stats.json"):  # fmt: skip
         assert (project / path).exists(), path
@@ -86,9 +88,14 @@ def test_a_dvc_remote_carries_caches_and_models_to_a_second_clone_where_repro_is
 
     clone = tmp_path / "clone"
     run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
-    assert not (clone / "models" / "model.pt").exists() and not (clone / "data" / "features").exists()
+    assert not (clone / "models" / "network" / "model.pt").exists() and not (clone / "data" / "features").exists()
     run("dvc", "pull", cwd=clone)
-    for path in ("models/model.pt", "models/bundle.json", "data/features/train.npy", "data/manifest.csv"):
+    for path in (
+        "models/network/model.pt",
+        "models/network/bundle.json",
+        "data/features/train.npy",
+        "data/manifest.csv",
+    ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     out = run("dvc", "repro", cwd=clone)
     assert "Running stage" not in out and "up to date" in out  # nothing recomputed: the caches came from the remote

@@ -200,8 +200,8 @@ def test_a_full_disk_while_train_writes_the_model_is_one_sentence(project, real_
 
     main = train_stage.main
     with_train_inputs(real_cache)
-    (project / "models").mkdir()
-    (project / "models" / "model.pt").write_bytes(b"old")
+    (project / "models" / "network").mkdir(parents=True)
+    (project / "models" / "network" / "model.pt").write_bytes(b"old")
     real_save = torch.save
 
     def save(obj, target, *args, **kwargs):
@@ -211,8 +211,8 @@ def test_a_full_disk_while_train_writes_the_model_is_one_sentence(project, real_
 
     monkeypatch.setattr(bundle.torch, "save", save)
     err = stage_error("train", main, capsys)
-    assert err.startswith("error in stage train: no space left on the device of models (")
-    assert snapshot(project / "models") == {"model.pt": b"old"} and leftovers(project) == []
+    assert err.startswith("error in stage train: no space left on the device of models/network (")
+    assert snapshot(project / "models" / "network") == {"model.pt": b"old"} and leftovers(project) == []
     assert not (project / "metrics").exists()  # nothing after the model either
 
 

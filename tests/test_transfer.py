@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdpipe.bundle import load_bundle, save_bundle
+from birdpipe.bundle import load_bundle, save_bundle, save_fusion
 from birdpipe.common.params import validate_params
 from birdpipe.evaluation.baselines import run_baselines
 from birdpipe.evaluation.evaluate import evaluate_split
+from birdpipe.evaluation.fuse import fit_fuse
 from birdpipe.features.cache import FeatureCache, build_cache
 from birdpipe.predict import PredictOptions, Predictor
 from birdpipe.training.loop import fit
@@ -44,7 +45,9 @@ def _fit_fused_head(root: Path, params, table: pd.DataFrame) -> dict:
         result = fit(params, cache, weights, stats, checkpoint_dir=root / "ck", live_dir=None, progress=False)
     finally:
         os.chdir(cwd)
-    save_bundle(root / "models", result.model, result.info)
+    save_bundle(root / "models" / "network", result.model, result.info)
+    fusion, _ = fit_fuse(load_bundle(root / "models"), cache, None, params, "cpu")
+    save_fusion(root / "models" / "fusion", fusion)
     return {"root": root, "params": params, "summary": summary, "cache": cache, "result": result}
 
 
@@ -111,7 +114,7 @@ def test_birdnet_baselines_on_the_same_split(birdnet_run):
 def test_head_with_fusion_evaluates_and_predict_reproduces_evaluate(birdnet_run):
     root, params = birdnet_run["root"], birdnet_run["params"]
     bundle = load_bundle(root / "models")
-    assert bundle.info["fusion"]["applicable"] and bundle.info["birdnet"]["n_matched"] == 4
+    assert bundle.recording_fusion["applicable"] and bundle.info["birdnet"]["n_matched"] == 4
     assert bundle.feature_config.model_checksum == birdnet_run["cache"].config.model_checksum
     result = evaluate_split(bundle, birdnet_run["cache"], "test", params.evaluate, "cpu")
     metrics = result["metrics"]

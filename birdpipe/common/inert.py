@@ -36,14 +36,18 @@ class Rule(NamedTuple):
     why: str
 
 
+FOCAL = ("focal", "focal_bce")
+WEIGHTED = ("weighted_ce", "weighted_bce")
+
+
 def _class_weights_used(p: Params) -> bool:
-    return p.loss.name == "weighted_ce" or (p.loss.name == "focal" and isinstance(p.loss.alpha, str))
+    return p.loss.name in WEIGHTED or (p.loss.name in FOCAL and isinstance(p.loss.alpha, str))
 
 
 def _weight_method(p: Params) -> str | None:
-    if p.loss.name == "weighted_ce":
+    if p.loss.name in WEIGHTED:
         return p.loss.weights
-    return p.loss.alpha if p.loss.name == "focal" and isinstance(p.loss.alpha, str) else None
+    return p.loss.alpha if p.loss.name in FOCAL and isinstance(p.loss.alpha, str) else None
 
 
 _VIT_SIZES = "hidden_size layers heads intermediate_size patch_size"
@@ -51,8 +55,12 @@ _CHECKPOINT = "the checkpoint in model.pretrained fixes it"
 
 RULES: list[Rule] = [
     # data
-    Rule("data.synthetic.*", lambda p: p.data.source == "synthetic",
-         "it is used only with data.source: synthetic (now {p.data.source})"),
+    Rule("data.synthetic.*", lambda p: p.data.source == "synthetic" or p.data.negatives == "synthetic",
+         "it is used only with data.source: synthetic or data.negatives: synthetic (now {p.data.source})"),
+    Rule("data.synthetic.* -data.synthetic.negatives -data.synthetic.sample_rate -data.synthetic.min_seconds "
+         "-data.synthetic.max_seconds -data.synthetic.median_seconds -data.synthetic.recordists",
+         lambda p: p.data.source == "synthetic",
+         "beside a real source only the no-bird clips are generated (data.negatives: synthetic)"),
     Rule("data.label_column data.path_column", lambda p: p.data.source.lower().endswith(".csv"),
          "it is read only from a metadata CSV data.source (now {p.data.source})"),
     # split
@@ -67,7 +75,8 @@ RULES: list[Rule] = [
          "it is used only with features.activity.windows > 0 (now 0: the whole recording is kept)"),
     # weights: the weights stage always writes data/class_weights.json, but the loss may not read it
     Rule("weights.*", _class_weights_used,
-         "the loss reads class weights only with loss.name: weighted_ce, or focal with a weight method as "
+         "the loss reads class weights only with loss.name: weighted_ce / weighted_bce, or a focal loss with a "
+         "weight method as "
          "loss.alpha (now {p.loss.name}); only data/class_weights.json changes"),
     Rule("weights.effective_beta", lambda p: _weight_method(p) == "effective_number",
          "it is used only by the effective_number weight method (loss.weights / loss.alpha)"),
@@ -94,12 +103,14 @@ RULES: list[Rule] = [
     Rule(" ".join(f"model.ast.{k}" for k in f"{_VIT_SIZES} frequency_stride time_stride".split()),
          lambda p: not p.model.pretrained, _CHECKPOINT),
     # loss
-    Rule("loss.gamma loss.alpha", lambda p: p.loss.name == "focal",
-         "it is used only with loss.name: focal (now {p.loss.name})"),
+    Rule("loss.gamma loss.alpha", lambda p: p.loss.name in FOCAL,
+         "it is used only with loss.name: focal or focal_bce (now {p.loss.name})"),
     Rule("loss.tau", lambda p: p.loss.name == "logit_adjusted",
          "it is used only with loss.name: logit_adjusted (now {p.loss.name}; balanced_softmax is tau 1)"),
-    Rule("loss.weights", lambda p: p.loss.name == "weighted_ce",
-         "it is used only with loss.name: weighted_ce (now {p.loss.name}; focal weighs by loss.alpha)"),
+    Rule("loss.weights", lambda p: p.loss.name in WEIGHTED,
+         "it is used only with loss.name: weighted_ce or weighted_bce (now {p.loss.name}; focal weighs by loss.alpha)"),
+    Rule("loss.label_smoothing", lambda p: p.train.objective == "multiclass",
+         "it smooths softmax targets only (train.objective: multilabel takes loss.background_target)"),
     # augment
     Rule("augment.specaugment.* -augment.specaugment.p", lambda p: p.augment.specaugment.p > 0,
          "SpecAugment is off (augment.specaugment.p: 0)"),
@@ -113,6 +124,21 @@ RULES: list[Rule] = [
          "one process trains (train.devices x train.num_nodes = 1): there is nothing to distribute"),
     Rule("train.step_size train.step_gamma", lambda p: p.train.scheduler == "step",
          "it is used only with train.scheduler: step (now {p.train.scheduler})"),
+    Rule("train.pooling train.bag_windows train.lse_sharpness loss.background_target",
+         lambda p: p.train.objective == "multilabel", "it is used only with train.objective: multilabel"),
+    Rule("train.bag_windows", lambda p: p.train.pooling != "none",
+         "it is used only with train.pooling other than none (now none: every window gets its recording's labels)"),
+    Rule("train.lse_sharpness", lambda p: p.train.pooling == "lse",
+         "it is used only with train.pooling: lse (now {p.train.pooling})"),
+    Rule("soundscapes.* -soundscapes.source", lambda p: p.soundscapes.source != "none",
+         "soundscapes.source is none: no soundscape is scored"),
+    Rule("soundscapes.synthetic.*", lambda p: p.soundscapes.source == "synthetic",
+         "it is used only with soundscapes.source: synthetic (now {p.soundscapes.source})"),
+    Rule("soundscapes.mix.*", lambda p: p.soundscapes.source == "mix",
+         "it is used only with soundscapes.source: mix (now {p.soundscapes.source})"),
+    Rule("soundscapes.val_share soundscapes.species_column",
+         lambda p: p.soundscapes.source not in ("synthetic", "mix", "none"),
+         "generated soundscapes come split into val/ and test/ with their own annotations"),
     Rule("evaluate.topk", lambda p: p.evaluate.aggregate == "topk_mean",
          "it is used only with evaluate.aggregate: topk_mean (now {p.evaluate.aggregate})"),
 ]  # fmt: skip

@@ -47,6 +47,9 @@ class SyntheticParams(Section):
     similar_pairs: int = Field(4, ge=0, le=250, description="species pairs built to sound alike")
     recordists: int = Field(12, ge=1, le=10_000, description="recordists (groups for split.group_by)")
     sample_rate: int = Field(22050, ge=8000, le=96000, description="sample rate of the generated audio (Hz)")
+    negatives: int = Field(
+        0, ge=0, le=100_000, description="no-bird clips (weather, insects, engines, distractor calls): targets all 0"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> SyntheticParams:
@@ -80,6 +83,11 @@ class DataParams(Section):
     silence_dbfs: float = Field(-70.0, ge=-200.0, le=0.0, description="peak level below which a file is silent")
     label_column: str | None = Field(None, description="CSV column holding the label (auto-detected if null)")
     path_column: str | None = Field(None, description="CSV column holding the file path (auto-detected if null)")
+    negatives: str | None = Field(
+        None,
+        description="a folder of recordings with none of the label set's species (targets all 0, split like the "
+        "rest), or 'synthetic' for the generator's no-bird clips (data.synthetic.negatives of them); null = none",
+    )
     synthetic: SyntheticParams = SyntheticParams()
 
 
@@ -266,8 +274,17 @@ class ModelParams(Section):
 
 
 # --------------------------------------------------------------------------------------------- loss
+SOFTMAX_LOSSES = ("ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax")
+SIGMOID_LOSSES = ("bce", "weighted_bce", "focal_bce")
+
+
 class LossParams(Section):
-    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax"] = Field("ce")
+    name: Literal["ce", "weighted_ce", "focal", "logit_adjusted", "balanced_softmax", "bce", "weighted_bce",
+                  "focal_bce"] = Field(
+        "ce",
+        description="softmax losses (train.objective multiclass): ce, weighted_ce, focal, logit_adjusted, "
+        "balanced_softmax; sigmoid losses (multilabel): bce, weighted_bce, focal_bce",
+    )  # fmt: skip
     weights: WeightMethod = Field("sqrt", description="class-weight method for weighted_ce")
     gamma: float = Field(2.0, ge=0.0, le=10.0, description="focal loss focusing parameter")
     alpha: float | WeightMethod | None = Field(
@@ -275,6 +292,12 @@ class LossParams(Section):
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     tau: float = Field(1.0, ge=0.0, le=10.0, description="logit adjustment strength (logit_adjusted)")
+    background_target: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="multilabel: target of a species named in a recording's background_species (the focal is 1)",
+    )
 
     @field_validator("alpha")
     @classmethod
@@ -316,6 +339,21 @@ class AugmentParams(Section):
 
 # -------------------------------------------------------------------------------------------- train
 class TrainParams(Section):
+    objective: Literal["multiclass", "multilabel"] = Field(
+        "multiclass",
+        description="multiclass: one species per window, softmax; multilabel: a sigmoid per species, so a window "
+        "may hold none or several (background species and no-bird negatives as targets)",
+    )
+    pooling: Literal["none", "max", "lse", "attention"] = Field(
+        "none",
+        description="multilabel: none gives every window its recording's labels; max, lse (log-sum-exp) and "
+        "attention pool the window logits of a bag of bag_windows windows and the loss reads the pooled score "
+        "(multiple-instance learning: a recording's label is true of some window, not of every one)",
+    )
+    bag_windows: int = Field(8, ge=1, le=256, description="windows per bag (pooling other than none)")
+    lse_sharpness: float = Field(
+        5.0, gt=0.0, le=100.0, description="r of log-sum-exp pooling, (1/r) log mean exp(r z): 0 mean, inf max"
+    )
     window_seconds: float = Field(4.0, gt=0.0, le=120.0, description="length of a model input window (s)")
     hop_seconds: float = Field(2.0, gt=0.0, le=120.0, description="hop of evaluation windows (s)")
     windows_per_recording: float = Field(
@@ -377,6 +415,87 @@ class EvaluateParams(Section):
     batch_size: int = Field(64, ge=1, le=4096)
 
 
+class SyntheticSoundscapeParams(Section):
+    """The generator's val and test soundscapes (soundscapes.source: synthetic), rendered from the corpus's
+    species as other individuals at other sites than the training recordings."""
+
+    files: int = Field(4, ge=1, le=1000, description="soundscapes per split (val and test)")
+    seconds: float = Field(120.0, ge=10.0, le=7200.0, description="length of each soundscape (s)")
+    bird_free_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=0.95,
+        description="about this share of each soundscape's time lies outside every bird event (the pauses "
+        "between songs count, so low values are not reached)",
+    )
+    max_simultaneous: int = Field(3, ge=1, le=10, description="most species singing at once")
+    snr_db: tuple[float, float] = Field((-5.0, 20.0), description="range of event-to-noise SNR (dB)")
+    distractors_per_minute: float = Field(
+        2.0, ge=0.0, le=60.0, description="loud non-bird sounds (engines, dogs, frogs, rain bursts) per minute"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SyntheticSoundscapeParams:
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError("snr_db must be [low, high] with low <= high")
+        return self
+
+
+class MixSoundscapeParams(Section):
+    """Soundscapes mixed from the split's own val and test recordings (soundscapes.source: mix): excerpts with
+    exact times over non-bird sound; val soundscapes from val recordings, test ones from test recordings."""
+
+    files: int = Field(4, ge=1, le=1000, description="soundscapes per split (val and test)")
+    seconds: float = Field(300.0, ge=10.0, le=7200.0, description="length of each soundscape (s)")
+    bird_free_share: float = Field(0.5, ge=0.0, le=0.95, description="share of time kept free of any bird")
+    max_simultaneous: int = Field(2, ge=1, le=10, description="most species at once")
+    excerpt_seconds: tuple[float, float] = Field((3.0, 10.0), description="range of excerpt lengths (s)")
+    snr_db: tuple[float, float] = Field((0.0, 20.0), description="range of excerpt-to-bed SNR (dB)")
+    distractors_per_minute: float = Field(2.0, ge=0.0, le=60.0, description="loud non-bird sounds per minute")
+
+
+class SoundscapeParams(Section):
+    """Long field recordings scored per segment (BirdSet's cmAP, AUROC, T1) and per-species thresholds."""
+
+    source: str = Field(
+        "synthetic",
+        description="synthetic (the generator's soundscapes), mix (excerpts of the split's val/test recordings "
+        "over non-bird sound), none, or a folder of long recordings with Raven selection tables "
+        "(*.selections.txt) or an annotations.csv (file,start_s,end_s,label)",
+    )
+    segment_seconds: float = Field(5.0, ge=1.0, le=60.0, description="scoring segment (s)")
+    hop_seconds: float = Field(
+        2.5,
+        ge=0.5,
+        le=30.0,
+        description="hop of the model's windows over a soundscape (s); a segment's score is "
+        "the highest of the windows whose centre lies in it",
+    )
+    min_overlap_seconds: float = Field(
+        0.25, ge=0.0, le=10.0, description="an event marks a segment when they overlap at least this long (s)"
+    )
+    val_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="files of a folder source given to val (thresholds, fusion); the rest test "
+        "(unless the folder has val/ and test/ sub-folders or the CSV a split column)",
+    )
+    species_column: str = Field("Species", description="the species column of Raven selection tables")
+    target_precision: float = Field(
+        0.9, gt=0.0, lt=1.0, description="per-species thresholds are chosen on val soundscapes for this precision"
+    )
+    min_positives: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="val segments with the species needed for its own threshold; below, the "
+        "threshold comes from a logistic calibration of scores pooled over species (Wood & Kahl 2024)",
+    )
+    synthetic: SyntheticSoundscapeParams = SyntheticSoundscapeParams()
+    mix: MixSoundscapeParams = MixSoundscapeParams()
+
+
 class BaselineParams(Section):
     c_grid: list[float] = Field([0.01, 0.1, 1.0, 10.0], description="inverse regularisation strengths tried on val")
 
@@ -400,9 +519,20 @@ class Params(Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     baselines: BaselineParams = BaselineParams()
+    soundscapes: SoundscapeParams = SoundscapeParams()
 
     @model_validator(mode="after")
     def _cross_section(self) -> Params:
+        if self.data.negatives == "synthetic" and self.data.synthetic.negatives == 0:
+            raise ValueError(
+                "data.negatives: synthetic takes data.synthetic.negatives no-bird clips from the generator: set it "
+                "above 0 (e.g. 100)"
+            )
+        if self.data.negatives == "synthetic" and self.data.source == "synthetic":
+            raise ValueError(
+                "with data.source: synthetic the corpus holds data.synthetic.negatives no-bird clips itself: leave "
+                "data.negatives null (or name a folder of real no-bird recordings)"
+            )
         if self.augment.noise.p > 0 and self.features.kind != "logmel":
             raise ValueError(
                 "augment.noise mixes power spectra and needs features.kind: logmel "
@@ -439,6 +569,18 @@ class Params(Section):
                 )
         if self.train.hop_seconds > self.train.window_seconds:
             raise ValueError("train.hop_seconds must not exceed train.window_seconds")
+        multilabel = self.train.objective == "multilabel"
+        if multilabel != (self.loss.name in SIGMOID_LOSSES):
+            allowed = SIGMOID_LOSSES if multilabel else SOFTMAX_LOSSES
+            raise ValueError(
+                f"loss.name: {self.loss.name} does not fit train.objective: {self.train.objective}; "
+                f"allowed with {self.train.objective}: {', '.join(allowed)}"
+            )
+        if self.train.pooling != "none" and not multilabel:
+            raise ValueError(
+                f"train.pooling: {self.train.pooling} pools sigmoid window scores: it needs train.objective: "
+                "multilabel (with loss.name bce, weighted_bce or focal_bce)"
+            )
         return self
 
 

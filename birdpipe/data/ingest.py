@@ -34,6 +34,7 @@ from birdpipe.common.errors import PipelineError
 from birdpipe.common.params import DataParams
 from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AUDIO_EXTENSIONS, UNSUPPORTED_EXTENSIONS, AudioError, audio_files, check_recording
+from birdpipe.data.labels import NO_BIRD
 
 TEMPORARY_COPY = "/.dvc/tmp/exps/"  # where DVC runs queued and --temp experiments
 
@@ -64,6 +65,28 @@ def scan_folder(root: Path) -> list[Candidate]:
     if not candidates:
         raise IngestError(f"{root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)}) in its sub-folders")
     return candidates
+
+
+def scan_negatives(root: Path) -> list[Candidate]:
+    """``data.negatives``: every audio file below ``root`` is a recording with none of the label set's species.
+
+    Its recordist is the first sub-folder under ``root`` (or ``negatives``), so a grouped split keeps a
+    folder of one place or device together."""
+    if not root.is_dir():
+        raise IngestError(f"data.negatives {str(root)!r} is not a folder of no-bird recordings")
+    files = audio_files(root)
+    if not files:
+        raise IngestError(f"data.negatives {str(root)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    candidates = []
+    for file in files:
+        parts = file.relative_to(root).parts
+        recordist = parts[0] if len(parts) > 1 else "negatives"
+        candidates.append(Candidate(str(file), NO_BIRD, {"negative": True, "recordist": recordist}))
+    return candidates
+
+
+def _is_true(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _clean(value: Any) -> Any:
@@ -128,7 +151,10 @@ def read_metadata(csv_path: Path, params: DataParams) -> list[Candidate]:
     used = {path_column, label_column} | ({"gen", "sp"} if convention == "xeno-canto" else set())
     candidates = []
     for _, row in table.iterrows():
-        if label_column is not None:
+        negative = _is_true(row.get("negative", ""))
+        if negative:  # a no-bird recording (the synthetic corpus's negatives): targets all 0
+            label = NO_BIRD
+        elif label_column is not None:
             label = str(row[label_column]).strip()
         else:
             label = f"{row['gen'].strip()}_{row['sp'].strip()}"
@@ -137,6 +163,8 @@ def read_metadata(csv_path: Path, params: DataParams) -> list[Candidate]:
         else:
             path = _xeno_canto_file(base, row, label)
         extra = {k: _clean(v) for k, v in row.items() if k not in used}
+        if "negative" in extra:
+            extra["negative"] = negative
         if convention == "xeno-canto":
             extra = {XENO_CANTO_RENAMES.get(k, k): v for k, v in extra.items()}
             if "id" in extra:
@@ -224,7 +252,7 @@ def ingest(
     for candidate, result in zip(candidates, results, strict=True):
         shown = _display_path(candidate.path)
         if not candidate.label:
-            skipped.append({"path": shown, "reason": "no label"})
+            skipped.append({"path": shown, "reason": "no label (a no-bird recording needs negative: true)"})
             continue
         if not result["ok"]:
             skipped.append({"path": shown, "reason": result["reason"]})
@@ -259,7 +287,11 @@ def ingest(
     manifest = pd.DataFrame(rows)
     manifest["id"] = _unique_ids(manifest["id"].astype(str).tolist())
     manifest = manifest.sort_values(["label", "id"], kind="stable").reset_index(drop=True)
-    counts = Counter(manifest["label"])
+    if (manifest["label"] == NO_BIRD).any():
+        manifest["negative"] = manifest["label"] == NO_BIRD
+    counts = Counter(label for label in manifest["label"] if label != NO_BIRD)
+    if not counts:
+        raise IngestError("the source holds no-bird recordings only: a label set needs recordings of species")
     report = {
         "files_found": len(candidates),
         "recordings": len(manifest),
@@ -270,6 +302,7 @@ def ingest(
         "skipped": skipped,
         "warning_count": len(warnings),
         "warnings": warnings,
+        "negatives": int((manifest["label"] == NO_BIRD).sum()),
         "recordings_per_species": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
         "imbalance_ratio": round(max(counts.values()) / min(counts.values()), 3),
     }

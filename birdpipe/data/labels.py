@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+NO_BIRD = "no_bird"  # the label of negatives: recordings with none of the label set's species (targets all 0)
 SEPARATORS = re.compile(r"[\s_]+")
 LIST_SEPARATORS = re.compile(r"[;,]")
 

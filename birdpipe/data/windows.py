@@ -49,10 +49,17 @@ def recording_windows(recordings: pd.DataFrame, window: int) -> np.ndarray:
     return np.maximum(1.0, lengths / window)
 
 
+def sampling_strata(recordings: pd.DataFrame) -> np.ndarray:
+    """Each recording's species index for balanced sampling; no-bird negatives (-1) form one stratum of their own,
+    drawn like a species."""
+    labels = recordings["label_index"].to_numpy()
+    return np.where(labels < 0, labels.max(initial=-1) + 1, labels)
+
+
 def sampling_probabilities(recordings: pd.DataFrame, window: int, sampler: str) -> np.ndarray:
     """Probability of drawing each recording under ``sampler`` (not used by ``recording``)."""
     windows = recording_windows(recordings, window)
-    labels = recordings["label_index"].to_numpy()
+    labels = sampling_strata(recordings)
     class_windows = np.bincount(labels, weights=windows)
     class_mass = np.zeros_like(class_windows)
     present = class_windows > 0
@@ -62,13 +69,15 @@ def sampling_probabilities(recordings: pd.DataFrame, window: int, sampler: str) 
 
 
 def expected_class_frequencies(recordings: pd.DataFrame, window: int, sampler: str, n_classes: int) -> np.ndarray:
-    """The share of training draws each species gets: the prior a model learns under this sampler."""
+    """The share of training draws each species gets: the prior a model learns under this sampler (draws of
+    no-bird negatives left out)."""
     labels = recordings["label_index"].to_numpy()
     if sampler == "recording":
         mass = np.ones(len(recordings))
     else:
         mass = sampling_probabilities(recordings, window, sampler)
-    frequencies = np.bincount(labels, weights=mass, minlength=n_classes)
+    species = labels >= 0
+    frequencies = np.bincount(labels[species], weights=mass[species], minlength=n_classes)
     return frequencies / frequencies.sum()
 
 
@@ -90,9 +99,12 @@ class TrainSampler(Sampler):
         seed: int,
         batch_size: int | None = None,
         world: int = 1,
+        span: int | None = None,
     ) -> None:
+        """``span``: frames a draw covers (a bag of windows; default one window), for the crop offsets."""
         self.lengths = (recordings["stop"] - recordings["start"]).to_numpy()
         self.window = window
+        self.span = span or window
         self.sampler = sampler
         self.size = max(1, round(per_recording * len(recordings)))
         self.per_recording = per_recording
@@ -121,9 +133,9 @@ class TrainSampler(Sampler):
             chosen = rng.permutation(np.concatenate([chosen, extra]).astype(int))
         else:
             chosen = rng.choice(n, size=self.size, p=self.probabilities)
-        room = np.maximum(self.lengths[chosen] - self.window, 0)
+        room = np.maximum(self.lengths[chosen] - self.span, 0)
         offsets = np.floor(rng.random(self.size) * (room + 1)).astype(int)
-        offsets = np.where(self.lengths[chosen] < self.window, rng.integers(0, 1 << 30, self.size), offsets)
+        offsets = np.where(self.lengths[chosen] < self.span, rng.integers(0, 1 << 30, self.size), offsets)
         return chosen, offsets
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -134,24 +146,31 @@ class TrainSampler(Sampler):
 
 
 class TrainWindows(Dataset):
-    """Random crops from the training split; indexed by (recording, offset) from :class:`TrainSampler`."""
+    """Random crops from the training split; indexed by (recording, offset) from :class:`TrainSampler`.
 
-    def __init__(self, array: np.ndarray, recordings: pd.DataFrame, window: int) -> None:
+    Yields the recording's species index, or its row of ``targets`` (recordings, species) when given
+    (multi-label training)."""
+
+    def __init__(
+        self, array: np.ndarray, recordings: pd.DataFrame, window: int, targets: np.ndarray | None = None
+    ) -> None:
         self.array = array
         self.starts = recordings["start"].to_numpy()
         self.stops = recordings["stop"].to_numpy()
         self.labels = recordings["label_index"].to_numpy()
+        self.targets = None if targets is None else torch.from_numpy(targets)
         self.window = window
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int | torch.Tensor]:
         recording, offset = item
         length = self.stops[recording] - self.starts[recording]
         offset = offset % max(length, 1) if length < self.window else min(offset, length - self.window)
         x = crop(self.array, self.starts[recording], self.stops[recording], offset, self.window)
-        return torch.from_numpy(x), int(self.labels[recording])
+        target = int(self.labels[recording]) if self.targets is None else self.targets[recording]
+        return torch.from_numpy(x), target
 
 
 class EvalWindows(Dataset):

@@ -26,18 +26,26 @@ PR_POINTS = 400
 
 
 @torch.no_grad()
-def batch_probabilities(model: torch.nn.Module, x: torch.Tensor, device: torch.device | str) -> np.ndarray:
-    """Softmax class probabilities of a batch of windows (batch, channels, bins, frames)."""
+def batch_probabilities(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device | str, multilabel: bool = False
+) -> np.ndarray:
+    """Class probabilities of a batch of windows (batch, channels, bins, frames): a softmax over species, or with
+    ``multilabel`` an independent sigmoid score per species."""
     logits = model(x.to(device, non_blocking=True)).float()
-    return torch.softmax(logits, dim=1).cpu().numpy()
+    return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).cpu().numpy()
 
 
 def window_probabilities(
-    model: torch.nn.Module, dataset: EvalWindows, batch_size: int, device: str, desc: str = "evaluate"
+    model: torch.nn.Module,
+    dataset: EvalWindows,
+    batch_size: int,
+    device: str,
+    desc: str = "evaluate",
+    multilabel: bool = False,
 ) -> np.ndarray:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     parts = [
-        batch_probabilities(model, x, device)
+        batch_probabilities(model, x, device, multilabel)
         for x, _, _ in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, len(dataset.labels)), dtype=np.float32)
@@ -51,9 +59,12 @@ def evaluate_split(
         raise ValueError("the feature cache was built with another feature config than the model was trained on")
     recordings = cache.recordings(split)
     dataset = EvalWindows(cache.arrays[split], recordings, bundle.window_frames, bundle.hop_frames)
-    window_probs = window_probabilities(bundle.model, dataset, params.batch_size, device, f"evaluate {split}")
+    multilabel = bundle.multilabel
+    window_probs = window_probabilities(bundle.model, dataset, params.batch_size, device, f"evaluate {split}",
+                                        multilabel)  # fmt: skip
     window_recording = dataset.window_recording
-    probs = aggregate(window_probs, window_recording, len(recordings), params.aggregate, params.topk)
+    probs = aggregate(window_probs, window_recording, len(recordings), params.aggregate, params.topk,
+                      normalize=not multilabel)  # fmt: skip
     species = bundle.species
     train_counts = np.array([bundle.info["train_counts"][s] for s in species])
     y_true = recordings["label_index"].to_numpy()
@@ -61,12 +72,29 @@ def evaluate_split(
     window_metrics = classification_metrics(y_true[window_recording], window_probs, train_counts, params.rare_threshold)
     metrics["window"] = {k: window_metrics[k] for k in ("accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "map")}
     metrics["window"]["windows"] = len(window_probs)
-    fusion = bundle.info.get("fusion")
-    if fusion and fusion.get("applicable"):  # the fused prediction is the result; each part alone beside it
-        probs, zero_shot = fuse(probs, cache, split, recordings, fusion)
+    fused = None
+    if multilabel and bundle.window_fusion:  # every window fused with BirdNET, then aggregated
+        from birdpipe.evaluation.fusion import fuse_window_scores, zero_shot_scores
+
+        logits = recording_windows_logits(cache, split, dataset, bundle.window_frames)
+        known = cache.birdnet_known
+        fused = aggregate(
+            fuse_window_scores(window_probs, logits, known, bundle.window_fusion["weight"]),
+            window_recording,
+            len(recordings),
+            params.aggregate,
+            params.topk,
+            normalize=False,
+        )
+        zero_shot = aggregate(zero_shot_scores(logits, known), window_recording, len(recordings), params.aggregate,
+                              params.topk, normalize=False)  # fmt: skip
+    elif (bundle.recording_fusion or {}).get("applicable"):  # the fused prediction is the result
+        fused, zero_shot = fuse(probs, cache, split, recordings, bundle.recording_fusion)
+    if fused is not None:  # each part alone beside the fused result; windows are scored by the model alone
         zero_shot_metrics = classification_metrics(y_true, zero_shot, train_counts, params.rare_threshold)
         parts = {"model": _headline(metrics), "birdnet_zero_shot": _headline(zero_shot_metrics)}
-        window = metrics["window"]  # windows are scored by the trained model alone
+        window = metrics["window"]
+        probs = fused
         metrics = classification_metrics(y_true, probs, train_counts, params.rare_threshold)
         metrics.update(window=window, parts=parts)
     return {
@@ -77,6 +105,16 @@ def evaluate_split(
         "per_class": per_class_table(y_true, probs, species, train_counts),
         "confusion": confusion_counts(y_true, probs.argmax(axis=1), species),
     }
+
+
+def recording_windows_logits(cache: FeatureCache, split: str, dataset: EvalWindows, window: int) -> np.ndarray:
+    """BirdNET's logits for every evaluation window of a BirdNET cache: the highest over the window's frames."""
+    logits = cache.birdnet_logits[split]
+    rows = []
+    for _, start, stop, offset in dataset.items:
+        first, last = start + offset, min(start + offset + window, stop)
+        rows.append(np.asarray(logits[first:last] if last > first else logits[start:stop]).max(axis=0))
+    return np.stack(rows) if rows else np.zeros((0, logits.shape[1]), dtype=np.float32)
 
 
 HEADLINE = ("accuracy", "f1_macro", "f1_weighted", "map", "f1_rare", "f1_common")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit, softmax
 
 POOLINGS = ("mean", "max", "top3_mean")
 EPS = 1e-6
@@ -110,3 +110,47 @@ def fit_fusion(
                 best = (f1, log_loss, candidate)
     assert best is not None
     return best[2], scores
+
+
+# ------------------------------------------------------------------------------- multi-label (windows)
+# A multi-label model gives every window an independent sigmoid score per species, as BirdNET does. Fusion is
+# then per window and per species, in logit space: for a species BirdNET knows,
+#     z = w * logit(model score) + (1 - w) * BirdNET's logit,
+# the model's own logit otherwise; the fused score is sigmoid(z). One weight w (model.fusion.weights, 1 = the
+# model alone) is chosen on validation soundscapes by cmAP, and the same fused window scores make every
+# output: soundscape segments, recording summaries (the bundle's aggregation over fused windows) and predict.
+SCORE_CLIP = 1e-6
+
+
+def score_logits(scores: np.ndarray) -> np.ndarray:
+    """Logits of scores in [0, 1], clipped so 0 and 1 stay finite."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), SCORE_CLIP, 1.0 - SCORE_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def zero_shot_scores(birdnet_logits: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """BirdNET's own sigmoid scores for the species it knows; 0 for the others (it can never name them)."""
+    scores = np.zeros(np.shape(birdnet_logits), dtype=np.float64)
+    scores[:, known] = expit(np.asarray(birdnet_logits, dtype=np.float64)[:, known])
+    return scores
+
+
+def fuse_window_scores(
+    model_scores: np.ndarray, birdnet_logits: np.ndarray, known: np.ndarray, weight: float
+) -> np.ndarray:
+    """Fused sigmoid scores (windows, species) of a multi-label model and BirdNET (see above)."""
+    z = score_logits(model_scores)
+    z[:, known] = weight * z[:, known] + (1.0 - weight) * np.asarray(birdnet_logits, np.float64)[:, known]
+    return expit(z)
+
+
+def gate_scores(window_probs: np.ndarray, birdnet_logits: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Detection confidences of a softmax (multiclass) head on BirdNET inputs: a species BirdNET knows needs BirdNET
+    to hear one of the label set's species in the window (the sigmoid of its highest logit among them), so pure
+    noise or silence gives no confident detection. Species BirdNET lacks keep the head's probability."""
+    if not known.any():
+        return window_probs
+    heard = expit(np.asarray(birdnet_logits, np.float64)[:, known].max(axis=1))
+    gated = np.array(window_probs, copy=True)
+    gated[:, known] *= heard[:, None].astype(gated.dtype)
+    return gated

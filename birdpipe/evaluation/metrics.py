@@ -17,11 +17,12 @@ AGGREGATES = ("mean", "max", "topk_mean")
 
 
 def aggregate(window_probs: np.ndarray, window_recording: np.ndarray, n_recordings: int, how: str = "mean",
-              topk: int = 3) -> np.ndarray:  # fmt: skip
+              topk: int = 3, normalize: bool = True) -> np.ndarray:  # fmt: skip
     """Recording-level probabilities from window probabilities.
 
     ``mean``: average over the recording's windows; ``max``: per-species maximum, renormalised to sum 1;
     ``topk_mean``: per species, the mean of its ``topk`` highest window probabilities, renormalised.
+    ``normalize`` False keeps independent per-species (sigmoid) scores as they are.
     """
     if how not in AGGREGATES:
         raise ValueError(f"unknown aggregate {how!r}; allowed: {', '.join(AGGREGATES)}")
@@ -41,7 +42,7 @@ def aggregate(window_probs: np.ndarray, window_recording: np.ndarray, n_recordin
         else:
             k = min(topk, rows.shape[0])
             out[r] = -np.sort(-rows, axis=0)[:k].mean(axis=0)
-    if how != "mean":
+    if how != "mean" and normalize:
         out /= out.sum(axis=1, keepdims=True)
     return out
 

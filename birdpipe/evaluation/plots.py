@@ -103,3 +103,41 @@ def bar_png(labels: list[str], values: list[float] | dict[str, list[float | None
     axis.set_title(title)
     axis.grid(alpha=0.3, axis="x")
     _save(figure, target)
+
+
+def soundscape_png(curves: Any, per_species: Any, target: str | Path) -> None:
+    """Soundscape test segments: precision-recall curves (each species thin, micro-averaged bold, BirdNET zero-shot
+    dashed) and per-species AP of the model against BirdNET zero-shot. Without soundscapes, a note saying so."""
+    if curves is None or len(curves) == 0:
+        figure, axis = plt.subplots(figsize=(6, 2))
+        axis.axis("off")
+        axis.text(0.5, 0.5, "no soundscapes (soundscapes.source: none)", ha="center", va="center")
+        _save(figure, target)
+        return
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.22 * len(per_species) + 1.5)))
+    model = curves[curves["model"] == "model"]
+    for name, rows in model.groupby("curve", sort=False):
+        if name != "micro":
+            left.plot(rows["recall"], rows["precision"], color="tab:blue", alpha=0.25, lw=0.8)
+    micro = model[model["curve"] == "micro"]
+    left.plot(micro["recall"], micro["precision"], color="tab:blue", lw=2.2, label="model, micro-averaged")
+    birdnet = curves[(curves["model"] == "birdnet_zero_shot") & (curves["curve"] == "micro")]
+    if len(birdnet):
+        left.plot(birdnet["recall"], birdnet["precision"], "--", color="tab:orange", lw=2,
+                  label="BirdNET zero-shot, micro-averaged")  # fmt: skip
+    left.set_xlim(0, 1)
+    left.set_ylim(0, 1.02)
+    left.set_xlabel("recall")
+    left.set_ylabel("precision")
+    left.set_title("test soundscapes, 5 s segments (thin: each species)")
+    left.legend(loc="lower left")
+    table = per_species.dropna(subset=["ap"]).sort_values("ap")
+    y = np.arange(len(table))
+    right.barh(y - 0.2, table["ap"], height=0.4, color="tab:blue", label="model")
+    if "birdnet_ap" in table.columns:
+        right.barh(y + 0.2, table["birdnet_ap"].fillna(0.0), height=0.4, color="tab:orange", label="BirdNET zero-shot")
+    right.set_yticks(y, table["species"], fontsize=7)
+    right.set_xlim(0, 1)
+    right.set_xlabel("average precision (test segments)")
+    right.legend(loc="lower right")
+    _save(figure, target)

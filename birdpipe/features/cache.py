@@ -27,6 +27,7 @@ from birdpipe.common.outputs import atomic_path, write_json, write_table
 from birdpipe.common.params import FeatureParams
 from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AudioError
+from birdpipe.data.labels import NO_BIRD, LabelMatcher
 from birdpipe.features.spectral import STATS_MFCC, FeatureConfig, extract_recording
 
 SPLITS = ("train", "val", "test")
@@ -70,11 +71,12 @@ def build_cache(
 ) -> dict[str, Any]:
     """Extract features for every recording of the split table into ``out_dir``; return a summary."""
     config = FeatureConfig.from_params(params)
-    species = sorted(table.loc[table["split"] == "train", "label"].unique())
-    label_index = {label: i for i, label in enumerate(species)}
+    species = sorted(set(table.loc[table["split"] == "train", "label"]) - {NO_BIRD})
+    label_index = {label: i for i, label in enumerate(species)} | {NO_BIRD: -1}  # negatives: no species
     unknown = table[~table["label"].isin(label_index)]
     table = table[table["label"].isin(label_index)]
     ordered = pd.concat([table[table["split"] == split] for split in SPLITS])
+    background = background_labels(ordered, species)
     birdnet_info: dict[str, Any] | None = None
     columns: list[int | None] = []
     if config.kind == "birdnet":
@@ -116,6 +118,7 @@ def build_cache(
                         "split": row.split,
                         "label": row.label,
                         "label_index": label_index[row.label],
+                        "background": background[row.Index],
                         "start": start,
                         "stop": offsets[row.split],
                         "seconds": round(features.shape[0] / config.frames_per_second, 3),
@@ -148,6 +151,7 @@ def build_cache(
             "max_seconds": params.max_seconds,
             "activity": params.activity.model_dump(),
             "recordings": {s: int((index["split"] == s).sum()) if len(index) else 0 for s in SPLITS},
+            "negatives": {s: int(((index["split"] == s) & (index["label_index"] < 0)).sum()) for s in SPLITS},
             "frames": offsets,
             "hours": {s: round(offsets[s] / config.frames_per_second / 3600, 4) for s in SPLITS},
             "skipped": skipped,
@@ -156,6 +160,23 @@ def build_cache(
             summary["birdnet"] = birdnet_info
         write_json(summary, tmp / "config.json")
     return summary
+
+
+def background_labels(table: pd.DataFrame, species: list[str]) -> dict[Any, str]:
+    """Per row, the label-set species named in its ``background_species`` (``;``-joined, the focal excluded),
+    matched by label or scientific name as annotation tables are."""
+    if "background_species" not in table.columns:
+        return dict.fromkeys(table.index, "")
+    names = {}
+    if "scientific_name" in table.columns:
+        first = table[table["label"].isin(species)].drop_duplicates("label").set_index("label")["scientific_name"]
+        names = {str(k): str(v) for k, v in first.items() if isinstance(v, str) and v.strip()}
+    matcher = LabelMatcher(species, names)
+    found = {}
+    for index, label, value in zip(table.index, table["label"], table["background_species"], strict=True):
+        matched, _ = matcher.match_all(value)
+        found[index] = ";".join(m for m in matched if m != label)
+    return found
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -182,8 +203,13 @@ class FeatureCache:
     def arrays(self) -> dict[str, np.ndarray]:
         return {split: np.load(self.root / f"{split}.npy", mmap_mode="r") for split in SPLITS}
 
-    def recordings(self, split: str) -> pd.DataFrame:
-        return self.index[self.index["split"] == split].reset_index(drop=True)
+    def recordings(self, split: str, negatives: bool = False) -> pd.DataFrame:
+        """The split's recordings of the label set's species; with ``negatives`` also its no-bird recordings
+        (``label_index`` -1)."""
+        rows = self.index["split"] == split
+        if not negatives:
+            rows &= self.index["label_index"] >= 0
+        return self.index[rows].reset_index(drop=True)
 
     def stats(self) -> np.ndarray:
         return np.load(self.root / "stats.npy")

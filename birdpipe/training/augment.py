@@ -10,7 +10,10 @@ Applied in this order, to the training split only (evaluation and predict never 
   masks, filled with the training mean of each channel so a mask looks like "average" not "silence";
 - MixUp (``augment.mixup``, Zhang et al. 2018): with probability p per batch, examples are mixed with a
   shuffled copy with lambda ~ Beta(alpha, alpha) and the targets become the same mixture of one-hot
-  labels (soft targets that every loss in :mod:`birdpipe.training.losses` accepts).
+  labels (soft targets that every loss in :mod:`birdpipe.training.losses` accepts), or of the multi-label
+  target vectors.
+Bags of windows (multiple-instance training: (batch, bag, channels, bins, frames)) are augmented window by
+window, and MixUp mixes whole bags.
 Randomness comes from torch's generator, which training seeds.
 """
 
@@ -130,14 +133,20 @@ class Augmenter:
         return x * keep + fill * (1.0 - keep)
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented inputs and targets: labels (batch,) unless MixUp made them (batch, classes)."""
+        """Augmented inputs and targets: ``labels`` (batch,) or multi-label targets (batch, classes); hard labels
+        become (batch, classes) when MixUp mixes them."""
+        shape = x.shape
+        if x.dim() == 5:  # bags: augment each window
+            x = x.flatten(0, 1)
         if self.params.gain_db > 0:
             x = self.gain(x)
         if self.params.noise.p > 0:
             x = self.add_noise(x)
         if self.params.specaugment.p > 0:
             x = self.specaugment(x)
+        x = x.reshape(shape)
         target: torch.Tensor = labels
         if self.params.mixup.p > 0 and float(torch.rand(1)) < self.params.mixup.p:
-            x, target = mixup(x, F.one_hot(labels, self.n_classes).float(), self.params.mixup.alpha)
+            soft = F.one_hot(labels, self.n_classes).float() if labels.dim() == 1 else labels.float()
+            x, target = mixup(x, soft, self.params.mixup.alpha)
         return x, target

@@ -63,7 +63,8 @@ from birdpipe.features.cache import FeatureCache
 from birdpipe.features.spectral import FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
 from birdpipe.training.augment import Augmenter, NoiseBank
-from birdpipe.training.losses import ClassificationLoss, build_loss
+from birdpipe.training.losses import ClassificationLoss, MultilabelLoss, build_loss
+from birdpipe.training.targets import BagPooling, TrainBags, recording_targets
 
 MONITOR = "val/f1_macro"
 
@@ -129,19 +130,25 @@ class LitClassifier(L.LightningModule):
     def __init__(
         self,
         model: Classifier,
-        loss: ClassificationLoss,
+        loss: ClassificationLoss | MultilabelLoss,
         params: Params,
         augmenter: Augmenter,
         val_recordings: pd.DataFrame,
         train_counts: np.ndarray,
         steps_per_epoch: int,
+        val_targets: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.params = params
         self.augmenter = augmenter
+        self.multilabel = params.train.objective == "multilabel"
+        pooling = params.train.pooling
+        n_classes = len(train_counts)
+        self.pool = BagPooling(pooling, n_classes, params.train.lse_sharpness) if pooling != "none" else None
         self.val_labels = val_recordings["label_index"].to_numpy()
+        self.val_targets = None if val_targets is None else torch.from_numpy(val_targets)
         self.n_val = len(val_recordings)
         self.train_counts = train_counts
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -167,7 +174,10 @@ class LitClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, labels = batch
         x, target = self.augmenter(x, labels) if self.augmenter.active else (x, labels)
-        logits = self.model(x)
+        if self.pool is not None:  # a bag of windows per example: the loss reads the pooled window logits
+            logits = self.pool(self.model(x.flatten(0, 1)).unflatten(0, x.shape[:2]))
+        else:
+            logits = self.model(x)
         loss = self.loss(logits, target)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -176,9 +186,10 @@ class LitClassifier(L.LightningModule):
                 "class weights (loss.weights) or train.precision: 32"
             )
         hard = target.argmax(dim=1) if target.dim() == 2 else target
+        named = target.amax(dim=1) > 0 if target.dim() == 2 else torch.ones_like(hard, dtype=torch.bool)
         self._train_loss += float(loss.detach())
-        self._train_correct += float((logits.argmax(dim=1) == hard).sum())
-        self._train_seen += int(x.shape[0])
+        self._train_correct += float(((logits.argmax(dim=1) == hard) & named).sum())  # negatives name no species
+        self._train_seen += int(named.sum())
         self._train_batches += 1
         return loss
 
@@ -190,8 +201,14 @@ class LitClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         x, positions, labels, indices = batch
         logits = self.model(x).float()
-        self._val_losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none").detach())
-        self._val_probs.append(torch.softmax(logits, dim=1))
+        if self.multilabel:  # a window against its recording's targets
+            target = self.val_targets.to(logits.device)[positions]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
+            self._val_losses.append(loss.detach())
+            self._val_probs.append(torch.sigmoid(logits))
+        else:
+            self._val_losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none").detach())
+            self._val_probs.append(torch.softmax(logits, dim=1))
         self._val_positions.append(positions)
         self._val_indices.append(indices)
 
@@ -220,7 +237,8 @@ class LitClassifier(L.LightningModule):
         window_probs, positions, losses = self._gathered_validation()
         train_loss, train_correct, train_seen, train_batches = self._train_totals()
         evaluate = self.params.evaluate
-        probs = aggregate(window_probs, positions, self.n_val, evaluate.aggregate, evaluate.topk)
+        probs = aggregate(window_probs, positions, self.n_val, evaluate.aggregate, evaluate.topk,
+                          normalize=not self.multilabel)  # fmt: skip
         scores = classification_metrics(self.val_labels, probs, self.train_counts, evaluate.rare_threshold)
         optimizer = self.optimizers()
         lrs = [group["lr"] for group in optimizer.param_groups] if optimizer is not None else [0.0]
@@ -245,9 +263,9 @@ class LitClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         train = self.params.train
-        head = list(self.model.head.parameters())
+        head = list(self.model.head.parameters()) + (list(self.pool.parameters()) if self.pool is not None else [])
         head_ids = {id(p) for p in head}
-        backbone = [p for p in self.model.parameters() if id(p) not in head_ids and p.requires_grad]
+        backbone = [p for p in self.parameters() if id(p) not in head_ids and p.requires_grad]
         groups = [
             {"params": backbone, "lr": train.backbone_lr or train.lr},
             {"params": head, "lr": train.head_lr or train.lr},
@@ -356,11 +374,12 @@ def fit(
     n_classes = len(species)
     window = config.frames(train_params.window_seconds)
     hop = config.frames(train_params.hop_seconds)
-    train = cache.recordings("train")
+    multilabel = train_params.objective == "multilabel"
+    train = cache.recordings("train", negatives=multilabel)  # negatives only teach a sigmoid "no species here"
     val = cache.recordings("val")
     if val.empty:
         raise PipelineError("the validation split is empty: early stopping and model selection need val recordings")
-    train_counts = np.bincount(train["label_index"], minlength=n_classes)
+    train_counts = np.bincount(train["label_index"][train["label_index"] >= 0], minlength=n_classes)
 
     shape = InputShape(config.channels, config.bins, window)
     normalize = params.features.normalize and feature_stats is not None
@@ -381,15 +400,21 @@ def fit(
         params.augment, config.kind, config.n_mels, channel_mean, n_classes, noise_bank(params, cache, train)
     )
 
+    bag = train_params.bag_windows if train_params.pooling != "none" else None
     sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed,
-                           batch_size=train_params.batch_size, world=world)  # fmt: skip
+                           batch_size=train_params.batch_size, world=world, span=window * (bag or 1))  # fmt: skip
+    targets = recording_targets(train, species, params.loss.background_target) if multilabel else None
+    if bag is not None:
+        train_windows = TrainBags(cache.arrays["train"], train, window, bag, targets)
+    else:
+        train_windows = TrainWindows(cache.arrays["train"], train, window, targets)
     loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0,
                    "pin_memory": device == "cuda"}  # fmt: skip
     # The loader draws its workers' base seed whenever it starts an epoch's iterator: from a generator of its own,
     # not the global one that dropout and augmentation use (a resumed run starts its first iterator before the
     # epoch's seed_epoch, an uninterrupted one after). Workers draw nothing random: the sampler picks crops.
     train_loader = DataLoader(
-        TrainWindows(cache.arrays["train"], train, window),
+        train_windows,
         batch_size=train_params.batch_size // world,
         sampler=sampler,
         generator=torch.Generator().manual_seed(params.seed),
@@ -403,7 +428,8 @@ def fit(
         **loader_args,
     )
     steps_per_epoch = math.ceil(len(train_loader) / train_params.accumulate)
-    module = LitClassifier(model, loss, params, augmenter, val, train_counts, steps_per_epoch)
+    val_targets = recording_targets(val, species, params.loss.background_target) if multilabel else None
+    module = LitClassifier(model, loss, params, augmenter, val, train_counts, steps_per_epoch, val_targets)
 
     fingerprint = training_fingerprint(params, fingerprint_inputs or [])
     main = is_launch_main()  # DDP: the other processes read the resume point and leave the files alone
@@ -475,10 +501,6 @@ def fit(
         },
         "model": {"params": count_parameters(module.model)},
     }
-    fusion = fit_birdnet_fusion(module.model, cache, val, window, hop, params, device) if (
-        params.model.fusion.method == "birdnet") else None  # fmt: skip
-    if fusion is not None:
-        metrics["fusion"] = {k: v for k, v in fusion.items() if k in ("applicable", "pooling", "weight")}
     (checkpoint_dir / "complete").write_text(fingerprint + "\n")
     info = {
         "species": species,
@@ -488,11 +510,11 @@ def fit(
         "hop_seconds": train_params.hop_seconds,
         "aggregate": params.evaluate.aggregate,
         "topk": params.evaluate.topk,
+        "objective": train_params.objective,
         "model": params.model.model_dump(mode="json"),
         "input_shape": {"channels": shape.channels, "bins": shape.bins, "frames": shape.frames},
         "normalization": {"mean": mean, "std": std} if mean is not None else None,
         "ast_stats": list(ast_stats) if ast_stats else None,
-        "fusion": fusion,
         "birdnet": {k: v for k, v in cache.info["birdnet"].items() if k != "columns"}
         if "birdnet" in cache.info
         else None,
@@ -501,28 +523,6 @@ def fit(
         "metrics": metrics,
     }
     return TrainingResult(module.model.eval(), info, metrics, history)
-
-
-def fit_birdnet_fusion(
-    model: Classifier, cache: FeatureCache, val: pd.DataFrame, window: int, hop: int, params: Params, device: str
-) -> dict[str, Any]:
-    """Fit the late fusion of ``model`` with BirdNET's own classifier on the validation split only."""
-    from birdpipe.evaluation.evaluate import window_probabilities
-    from birdpipe.evaluation.fusion import fit_fusion
-
-    known = cache.birdnet_known
-    if known is None or not known.any():
-        return {"applicable": False, "reason": "BirdNET knows none of the species; predictions are the model's own"}
-    dataset = EvalWindows(cache.arrays["val"], val, window, hop)
-    model = model.to(device).eval()
-    window_probs = window_probabilities(model, dataset, params.evaluate.batch_size, device, "fusion: val")
-    evaluate = params.evaluate
-    probs = aggregate(window_probs, dataset.window_recording, len(val), evaluate.aggregate, evaluate.topk)
-    bounds = val[["start", "stop"]].to_numpy()
-    options = params.model.fusion
-    fusion, scores = fit_fusion(probs, cache.birdnet_logits["val"], bounds, known, val["label_index"].to_numpy(),
-                                options.poolings, options.weights)  # fmt: skip
-    return {"applicable": True, **fusion.to_dict(), "val_candidates": scores}
 
 
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: str, clean: bool = True) -> tuple[Path, int] | None:

@@ -15,6 +15,16 @@ per-class term, so a one-hot q gives the usual hard-label loss:
   tau = 1 (the constant log N cancels in the softmax), kept as a name because the literature uses both
 
 Label smoothing (``loss.label_smoothing``) mixes the targets with the uniform distribution first.
+
+Sigmoid losses (``train.objective: multilabel``; :class:`MultilabelLoss`) take (batch, classes) targets in
+[0, 1] (multi-hot, soft for background species and MixUp, all 0 for a no-bird negative), one independent
+binary decision per species, summed over species and averaged over the batch:
+
+- ``bce``: -[q log s + (1 - q) log(1 - s)], s = sigmoid(z)
+- ``weighted_bce``: ``bce`` times w_c (``loss.weights``), so a rare species' errors weigh more
+- ``focal_bce`` (Lin et al. 2017 in its original binary form): ``bce`` times (1 - s_t)^gamma, s_t the
+  probability given to the target's side; ``loss.alpha`` a scalar weighs positives alpha and negatives
+  1 - alpha, a weight method weighs species
 """
 
 from __future__ import annotations
@@ -74,12 +84,50 @@ class ClassificationLoss(nn.Module):
         return -(q * log_p).sum(dim=1).mean()
 
 
+class MultilabelLoss(nn.Module):
+    """Sigmoid losses on (batch, classes) logits and targets in [0, 1]."""
+
+    def __init__(
+        self,
+        name: str,
+        n_classes: int,
+        class_weights: torch.Tensor | None = None,
+        alpha: float | torch.Tensor | None = None,
+        gamma: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.n_classes = n_classes
+        self.gamma = gamma
+        self.scalar_alpha = float(alpha) if isinstance(alpha, (int, float)) else None
+        self.register_buffer("class_weights", class_weights)
+        self.register_buffer("alpha", alpha if isinstance(alpha, torch.Tensor) else None)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if target.dim() == 1:  # hard labels (a caller without multi-label targets)
+            target = F.one_hot(target, self.n_classes)
+        q = target.float()
+        term = F.binary_cross_entropy_with_logits(logits, q, reduction="none")
+        if self.name == "focal_bce":
+            s = torch.sigmoid(logits)
+            s_target = s * q + (1.0 - s) * (1.0 - q)
+            term = term * (1.0 - s_target).clamp(min=0.0).pow(self.gamma)
+            if self.alpha is not None:
+                term = term * self.alpha
+            elif self.scalar_alpha is not None:
+                term = term * (self.scalar_alpha * q + (1.0 - self.scalar_alpha) * (1.0 - q))
+        if self.class_weights is not None:
+            term = term * self.class_weights
+        return term.sum(dim=1).mean()
+
+
 def build_loss(
     params: LossParams,
     species: list[str],
     class_counts: list[int],
     weights_json: dict | None = None,
-) -> ClassificationLoss:
+) -> ClassificationLoss | MultilabelLoss:
     """The loss ``loss.name`` for the model's species order; weight methods come from class_weights.json."""
     from birdpipe.training.weights import weight_vector
 
@@ -91,6 +139,12 @@ def build_loss(
         return torch.from_numpy(weight_vector(weights_json, method, species))
 
     counts = torch.tensor(class_counts, dtype=torch.float32)
+    if params.name in ("bce", "weighted_bce", "focal_bce"):
+        weights = method_weights(params.weights) if params.name == "weighted_bce" else None
+        alpha = method_weights(params.alpha) if isinstance(params.alpha, str) else params.alpha
+        focal = params.name == "focal_bce"
+        return MultilabelLoss(params.name, n_classes, class_weights=weights, alpha=alpha if focal else None,
+                              gamma=params.gamma if focal else 0.0)  # fmt: skip
     if params.name == "weighted_ce":
         return ClassificationLoss("weighted_ce", n_classes, class_weights=method_weights(params.weights),
                                   label_smoothing=params.label_smoothing)  # fmt: skip

@@ -63,6 +63,13 @@ species, so recordists record many species and species many recordists, the labe
 from the recordist, ``split.group_by: [recordist]`` is possible, and a random split leaks
 recordist/site/individual cues into the test set as real data does.
 
+No-bird clips. With ``negatives`` > 0, that many clips without any bird (a site's weather and insects as a
+recordist records it, plus 0-3 engines, dogs, frogs, rain bursts, voices...: :mod:`.soundscape`,
+:mod:`.distractors`) are written as ``audio/_negatives/NEG<n>.mp3``, lengths drawn like the recordings'; their
+metadata rows have no label or species names, a recordist, site and date like any recording, ``negative`` true
+(false on bird rows; the column exists only then) and the distractor ``kinds`` heard. They draw from their own
+streams, so the bird recordings stay byte-identical. :mod:`.soundscape` also renders val/test soundscapes.
+
 Counts. Species ``i`` has ``round(max_recordings * r**i)`` recordings, geometric from ``max_recordings``
 down to ``max(1, round(max_recordings / imbalance))``. Species are designed independently of their
 index, similar pairs are chosen at random and recording ids are shuffled, so nothing follows the order.
@@ -118,8 +125,9 @@ from tqdm import tqdm
 from birdpipe.common.params import SyntheticParams
 from birdpipe.common.workers import cpu_workers
 from birdpipe.data.synthetic.model import MP3, Design, Task
-from birdpipe.data.synthetic.plan import _plan, _recordists
+from birdpipe.data.synthetic.plan import Clip, _negatives, _plan, _recordists
 from birdpipe.data.synthetic.render import render
+from birdpipe.data.synthetic.soundscape import render_negative
 from birdpipe.data.synthetic.species import _design_species, species_counts
 
 # ------------------------------------------------------------------------------------------ driver
@@ -131,11 +139,14 @@ def _init_worker(design: Design) -> None:
     _WORKER_DESIGN = design
 
 
-def _write(job: tuple[Design | None, Task, str]) -> float:
+def _write(job: tuple[Design | None, Task | Clip, str]) -> float:
     design, task, root = job
     design = design or _WORKER_DESIGN
     assert design is not None
-    audio = render(design, task)
+    if isinstance(task, Task):
+        audio = render(design, task)
+    else:
+        audio = render_negative(design, task.number, task.samples / design.sample_rate)
     path = Path(root) / task.path
     sf.write(str(path), audio, design.sample_rate, **MP3)
     return float(np.max(np.abs(audio)))
@@ -144,7 +155,9 @@ def _write(job: tuple[Design | None, Task, str]) -> float:
 def build_design(params: SyntheticParams, seed: int) -> Design:
     """Species, recordists and sites of a corpus (no audio)."""
     recordists, sites = _recordists(params, seed)
-    return Design(seed, params.sample_rate, tuple(_design_species(params, seed)), tuple(recordists), tuple(sites))
+    species = tuple(_design_species(params, seed))
+    counts = tuple(species_counts(params))
+    return Design(seed, params.sample_rate, species, tuple(recordists), tuple(sites), counts)
 
 
 def _species_table(design: Design, counts: list[int]) -> pd.DataFrame:
@@ -175,13 +188,29 @@ def generate_corpus(
     out_dir = Path(out_dir)
     design = build_design(params, seed)
     tasks, table = _plan(params, seed, design)
-    for label in table["label"].unique():
-        (out_dir / "audio" / label).mkdir(parents=True, exist_ok=True)
-    workers = min(cpu_workers(workers), max(1, len(tasks)))
+    clips: list[Clip] = []
+    if params.negatives:
+        clips, negatives = _negatives(params, seed, design)
+        table = table.assign(negative=False, kinds="")
+        table = pd.concat([table, negatives], ignore_index=True)
+    _render_all(design, [*tasks, *clips], table, out_dir, workers, progress)
+    table = table.sort_values("path", kind="stable").reset_index(drop=True)
+    table.to_csv(out_dir / "metadata.csv", index=False)
+    _species_table(design, species_counts(params)).to_csv(out_dir / "species.csv", index=False)
+    return table
+
+
+def _render_all(
+    design: Design, jobs: list[Task | Clip], table: pd.DataFrame, out_dir: Path, workers: int, progress: bool
+) -> None:
+    """Render and write every recording or clip of ``jobs`` in parallel (deterministic whatever the workers)."""
+    for folder in {Path(path).parent for path in table["path"]}:
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    workers = min(cpu_workers(workers), max(1, len(jobs)))
     # longest first, for an even load; every task writes its own file, so the order changes nothing
-    ordered = sorted(tasks, key=lambda task: -task.samples)
+    ordered = sorted(jobs, key=lambda task: -task.samples)
     root = str(out_dir)
-    bar = tqdm(total=len(tasks), desc="synthetic: generating recordings", unit="rec", disable=not progress or None)
+    bar = tqdm(total=len(jobs), desc="synthetic: generating recordings", unit="rec", disable=not progress or None)
     with bar:
         if workers == 1:
             for task in ordered:
@@ -191,7 +220,16 @@ def generate_corpus(
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(design,)) as pool:
                 for _ in pool.map(_write, [(None, task, root) for task in ordered], chunksize=2):
                     bar.update()
+
+
+def generate_negatives(params: SyntheticParams, out_dir: Path, seed: int, workers: int = 0, progress: bool = True
+                       ) -> pd.DataFrame:  # fmt: skip
+    """Only the ``params.negatives`` no-bird clips (``data.negatives: synthetic`` beside a real source), written as
+    in the corpus, with their ``metadata.csv``; return that table."""
+    out_dir = Path(out_dir)
+    design = build_design(params, seed)
+    clips, table = _negatives(params, seed, design)
+    _render_all(design, list(clips), table, out_dir, workers, progress)
     table = table.sort_values("path", kind="stable").reset_index(drop=True)
     table.to_csv(out_dir / "metadata.csv", index=False)
-    _species_table(design, species_counts(params)).to_csv(out_dir / "species.csv", index=False)
     return table

@@ -19,9 +19,17 @@ SESSION_CONTINUE = 0.35  # probability that a session goes on with one more reco
 INDIVIDUAL_SD = {"pitch": 0.05, "tempo": 0.08, "syllable_pitch": 0.03, "syllable_duration": 0.08}
 MP3 = {"format": "MP3", "subtype": "MPEG_LAYER_III"}
 PCM_SCALE = 32768.0  # the rendered samples are rounded to the 16-bit grid (see render)
+NEGATIVES_FOLDER = "_negatives"  # audio/<this>/ holds the no-bird clips (no species label starts with _)
+NEGATIVE_DISTRACTORS = (0.3, 0.35, 0.2, 0.15)  # odds of 0, 1, 2, 3 distractors in a no-bird clip
+DISTRACTOR_DB = (0.0, 30.0)  # a distractor's mean power over its length re the background's (full band)
 
 # independent random streams: default_rng([seed, STREAM, ...keys])
 _NAMES, _SPECIES, _PLAN, _RECORDIST, _SITE, _INDIVIDUAL, _RECORDING = range(1, 8)
+# no-bird clips and soundscapes; their keys start with a non-zero purpose and have a fixed length per purpose,
+# since numpy's SeedSequence takes [..., k] and [..., k, 0] for the same seed
+_NEGATIVE, _SOUNDSCAPE = range(8, 10)
+_LENGTHS, _SETTING, _SCENE, _BED, _BOUT, _DISTRACTOR = range(1, 7)  # their purposes
+_SOUNDSCAPE_BIRD = 2  # first individual key of a soundscape bird (0: a recording's focal bird, 1: a passer-by)
 
 _SYLLABLE_KINDS = ("sweep", "arch", "trill", "stack", "click", "whistle", "buzz")
 _SYLLABLE_WEIGHTS = (0.22, 0.16, 0.16, 0.12, 0.09, 0.15, 0.10)
@@ -185,12 +193,24 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Negative:
+    """Everything needed to render one no-bird clip besides its number and length."""
+
+    recordist: int
+    site: int
+    date: str
+    peak_dbfs: float
+    distractors: tuple[tuple[str, float, float, float], ...]  # kind, onset (share of the free room), dB re bed, m
+
+
+@dataclass(frozen=True)
 class Design:
     seed: int
     sample_rate: int
     species: tuple[Species, ...]
     recordists: tuple[Recordist, ...]
     sites: tuple[Site, ...]
+    recordings: tuple[int, ...] = ()  # recordings per species in the corpus (soundscapes draw species by them)
 
 
 def _rng(seed: int, stream: int, *keys: int) -> np.random.Generator:

@@ -4,30 +4,38 @@ background species) of the synthetic corpus."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from birdpipe.common.params import SyntheticParams
+from birdpipe.data.synthetic.distractors import DISTRACTOR_KINDS
 from birdpipe.data.synthetic.model import (
     _FEATURES,
     _FIRST_NAMES,
     _HABITATS,
     _LAST_NAMES,
+    _LENGTHS,
+    _NEGATIVE,
     _PLACES,
     _PLAN,
     _RECORDIST,
+    _SETTING,
     _SITE,
     BACKGROUND_DB,
     BACKGROUND_SHARE,
     DISTANCE_M,
+    DISTRACTOR_DB,
     DURATION_SIGMA,
+    NEGATIVE_DISTRACTORS,
+    NEGATIVES_FOLDER,
     PEAK_DBFS,
     POPULATION,
     SESSION_CONTINUE,
     Design,
+    Negative,
     Recordist,
     Site,
     Task,
@@ -117,13 +125,25 @@ def _durations(rng: np.random.Generator, n: int, params: SyntheticParams) -> np.
     return median * np.exp(DURATION_SIGMA * ndtri(np.clip(u, 1e-12, 1 - 1e-12)))
 
 
+def _activity(rng: np.random.Generator, recordists: int) -> np.ndarray:
+    """Zipf-like share of the recordings per recordist, unrelated to the recordist index (the plan's first draw)."""
+    weights = 1.0 / (1.0 + np.arange(recordists)) ** 1.1
+    weights = weights[rng.permutation(recordists)]
+    weights /= weights.sum()
+    return weights
+
+
+def _date(rng: np.random.Generator, recordist: Recordist) -> str:
+    year = int(rng.integers(recordist.years[0], recordist.years[1] + 1))
+    day = int(np.clip(rng.normal(160, 45), 1, 365))  # mostly the breeding season
+    return (pd.Timestamp(year=year, month=1, day=1) + pd.Timedelta(days=day - 1)).strftime("%Y-%m-%d")
+
+
 def _plan(params: SyntheticParams, seed: int, design: Design) -> tuple[list[Task], pd.DataFrame]:
     rng = _rng(seed, _PLAN)
     sr = params.sample_rate
     counts = species_counts(params)
-    weights = 1.0 / (1.0 + np.arange(params.recordists)) ** 1.1
-    weights = weights[rng.permutation(params.recordists)]  # activity is unrelated to the recordist index
-    weights /= weights.sum()
+    weights = _activity(rng, params.recordists)
     commonness = np.array(counts, dtype=float)
     populations: dict[tuple[int, int], int] = {}  # birds of each species at each site
     rows: list[dict[str, Any]] = []
@@ -138,9 +158,7 @@ def _plan(params: SyntheticParams, seed: int, design: Design) -> tuple[list[Task
             r = int(rng.choice(params.recordists, p=weights))
             recordist = design.recordists[r]
             site = int(recordist.sites[rng.choice(len(recordist.sites), p=recordist.site_weights)])
-            year = int(rng.integers(recordist.years[0], recordist.years[1] + 1))
-            day = int(np.clip(rng.normal(160, 45), 1, 365))  # mostly the breeding season
-            date = (pd.Timestamp(year=year, month=1, day=1) + pd.Timedelta(days=day - 1)).strftime("%Y-%m-%d")
+            date = _date(rng, recordist)
             population = populations.setdefault((s, site), int(rng.integers(*POPULATION)))
             individual = int(rng.integers(population))
             for _ in range(size):
@@ -230,3 +248,75 @@ def _quality(snr_db: float, background: bool) -> str:
     """A Xeno-canto-like quality grade from the SNR (one grade lower with background species)."""
     grade = sum(snr_db < limit for limit in (16.0, 10.0, 4.0, -1.0)) + int(background)
     return "ABCDE"[min(grade, 4)]
+
+
+# ------------------------------------------------------------------------------------- no-bird clips
+def _negative(design: Design, number: int) -> Negative:
+    """Who recorded no-bird clip ``number``, where, when, at what level, and which distractors it holds.
+
+    Recordists are drawn by their activity in the corpus, so a clip's colouring says nothing of its having no bird;
+    some clips hold weather and insects only."""
+    rng = _rng(design.seed, _NEGATIVE, _SETTING, number)
+    r = int(rng.choice(len(design.recordists), p=_activity(_rng(design.seed, _PLAN), len(design.recordists))))
+    recordist = design.recordists[r]
+    site = int(recordist.sites[rng.choice(len(recordist.sites), p=recordist.site_weights)])
+    date = _date(rng, recordist)
+    peak = round(float(np.clip(recordist.level_db + rng.normal(0, 2.5), *PEAK_DBFS)), 1)
+    kinds = rng.choice(
+        DISTRACTOR_KINDS, size=int(rng.choice(len(NEGATIVE_DISTRACTORS), p=NEGATIVE_DISTRACTORS)), replace=False
+    )
+    distractors = tuple(
+        (
+            str(kind),
+            round(float(rng.random()), 4),
+            round(float(rng.uniform(*DISTRACTOR_DB)), 1),
+            round(math.exp(rng.uniform(*map(math.log, DISTANCE_M))), 1),
+        )
+        for kind in kinds
+    )
+    return Negative(recordist=r, site=site, date=date, peak_dbfs=peak, distractors=distractors)
+
+
+class Clip(NamedTuple):
+    """A no-bird clip to write: its number (which keys its rendering) and length."""
+
+    path: str
+    number: int
+    samples: int
+
+
+def _negatives(params: SyntheticParams, seed: int, design: Design) -> tuple[list[Clip], pd.DataFrame]:
+    """The ``params.negatives`` no-bird clips, lengths drawn like the recordings', and their metadata rows (no
+    label or species; recordist, site and date like a recording; ``negative`` true; the distractor kinds heard)."""
+    sr = params.sample_rate
+    lo_n, hi_n = math.ceil(params.min_seconds * sr), math.floor(params.max_seconds * sr)
+    durations = _durations(_rng(seed, _NEGATIVE, _LENGTHS), params.negatives, params)
+    clips, rows = [], []
+    for number, duration in enumerate(durations, start=1):
+        samples = int(np.clip(round(duration * sr), lo_n, hi_n))
+        negative = _negative(design, number)
+        rec_id = f"NEG{number:06d}"
+        clips.append(Clip(f"audio/{NEGATIVES_FOLDER}/{rec_id}.mp3", number, samples))
+        rows.append(
+            {
+                "id": rec_id,
+                "path": clips[-1].path,
+                "label": "",
+                "scientific_name": "",
+                "english_name": "",
+                "recordist": design.recordists[negative.recordist].name,
+                "site": design.sites[negative.site].name,
+                "habitat": design.sites[negative.site].habitat,
+                "date": negative.date,
+                "individual": "",
+                "sound_type": "",
+                "snr_db": np.nan,
+                "distance_m": np.nan,
+                "duration_s": round(samples / sr, 3),
+                "background_species": "",
+                "quality": "",
+                "negative": True,
+                "kinds": ";".join(sorted(kind for kind, *_ in negative.distractors)),
+            }
+        )
+    return clips, pd.DataFrame(rows)

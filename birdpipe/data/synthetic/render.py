@@ -17,6 +17,7 @@ from birdpipe.data.synthetic.model import (
     REPERTOIRE_DROP,
     SNR_BAND_HZ,
     Design,
+    Site,
     Species,
     Syllable,
     Task,
@@ -185,11 +186,14 @@ def _perform(
     window: tuple[float, float] | None = None,
     far: bool = False,
     lead: tuple[float, float] = (-1.0, 0.5),
+    spans: list[tuple[float, float]] | None = None,
 ) -> tuple[float, int]:
     """Add a bird's songs (or calls) to ``buffer``; return the energy added and the samples sung.
 
     The first song starts ``lead`` seconds (a range) after the start of ``window``: the recordist starts
-    recording while the bird sings, or just before.
+    recording while the bird sings, or just before. ``spans`` (if given) collects the (onset, end) in seconds
+    of every syllable added, from its first to its last sounding sample inside the buffer (soundscape events);
+    it draws nothing.
     """
     sr = design.sample_rate
     duration = samples / sr
@@ -215,6 +219,9 @@ def _perform(
             buffer[a:b] += piece
             energy += _power(piece)
             sung += b - a
+            sounding = np.flatnonzero(piece) if spans is not None else ()
+            if len(sounding):  # (a trill's last element leaves a silent gap before the syllable's end)
+                spans.append(((a + sounding[0]) / sr, (a + sounding[-1] + 1) / sr))
         return wave.size / sr
 
     while t < stop:
@@ -245,6 +252,26 @@ def _perform(
             j = int(rng.choice(len(row), p=row / row.sum()))
         t += species.pause * tempo * math.exp(rng.normal(0, 0.35))
     return energy, sung
+
+
+def _absorption_db(site: Site, distance: float, freqs: np.ndarray) -> np.ndarray:
+    """Air absorption over ``distance`` m (and, in forest, foliage scattering of high frequencies)."""
+    absorption_db = distance * 0.0035 * (freqs / 1000.0) ** 1.5
+    if site.habitat == "forest":
+        absorption_db += distance * 0.02 * np.log2(np.maximum(freqs, 500.0) / 500.0)
+    return absorption_db
+
+
+def _impulse(site: Site, distance: float, rt60: float, tail: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A room response: the direct sound, then exponentially decaying noise at the site's direct-to-reverberant
+    ratio, which falls with distance."""
+    impulse = rng.standard_normal(tail, dtype=np.float32).astype(np.float64)
+    impulse *= np.exp(np.arange(tail) * (-6.91 / (rt60 * sr)))
+    impulse[: round(0.002 * sr)] = 0.0
+    drr_db = site.drr_db - 12.0 * math.log10(distance / 10.0) + rng.normal(0, 1.5)
+    impulse *= 10 ** (-drr_db / 20) / math.sqrt(_power(impulse))
+    impulse[0] = 1.0
+    return impulse
 
 
 def render(design: Design, task: Task) -> np.ndarray:
@@ -287,16 +314,8 @@ def render(design: Design, task: Task) -> np.ndarray:
         background_energy += energy
 
     # room: direct sound + reverberation (exponentially decaying noise), air absorption over the distance
-    distance = task.distance_m
-    absorption_db = distance * 0.0035 * (coarse / 1000.0) ** 1.5
-    if site.habitat == "forest":  # foliage scatters high frequencies
-        absorption_db += distance * 0.02 * np.log2(np.maximum(coarse, 500.0) / 500.0)
-    impulse = rng.standard_normal(tail, dtype=np.float32).astype(np.float64)
-    impulse *= np.exp(np.arange(tail) * (-6.91 / (rt60 * sr)))
-    impulse[: round(0.002 * sr)] = 0.0
-    drr_db = site.drr_db - 12.0 * math.log10(distance / 10.0) + rng.normal(0, 1.5)
-    impulse *= 10 ** (-drr_db / 20) / math.sqrt(_power(impulse))
-    impulse[0] = 1.0
+    absorption_db = _absorption_db(site, task.distance_m, coarse)
+    impulse = _impulse(site, task.distance_m, rt60, tail, sr, rng)
     song = sfft.rfft(dry)
     song *= sfft.rfft(impulse, length)
     song *= _upsample(10 ** (-absorption_db / 20), step, bins)
