@@ -17,14 +17,16 @@ def _predict(args: argparse.Namespace) -> int:
     import torch
 
     from birdpipe.bundle import load_bundle
-    from birdpipe.predict import PredictOptions, Predictor, find_audio, write_outputs
+    from birdpipe.predict import PredictOptions, Predictor, find_audio
+    from birdpipe.predict_outputs import write_outputs
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device cuda was asked for but no CUDA device is available")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = PredictOptions(args.window, args.hop, args.top_k, args.min_confidence, args.batch_size, args.max_seconds)
+    options = PredictOptions(args.window, args.hop, args.top_k, args.min_confidence, args.batch_size, args.max_seconds,
+                             args.scores, args.threads)  # fmt: skip
     options.validate()
     files = find_audio(args.paths)
     if not files:
@@ -71,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="label new recordings with a trained model",
-        description="Species, time span and confidence for every window of new recordings, a per-recording "
-        "prediction aggregated as `evaluate` does, as CSV and/or Raven selection tables.",
+        description="Species, time span and confidence for every window of new recordings (0, 1 or several "
+        "detections per window, at the model's per-species thresholds), a per-recording prediction aggregated as "
+        "`evaluate` does, as CSV and/or Raven selection tables; --scores adds every window's scores.",
     )
     predict.add_argument("paths", nargs="+", help="audio files or folders (searched recursively; wav flac ogg mp3)")
     predict.add_argument("--model", default="models", help="trained model folder (default: models/)")
@@ -87,12 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between window starts; smaller than --window means overlap "
         "(default: the model's evaluation hop, so results match `evaluate`)",
     )
-    predict.add_argument("--top-k", type=int, default=1, help="species reported per window (default 1)")
+    predict.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="at most this many detections per window (default: every species at or above its threshold)",
+    )
     predict.add_argument(
         "--min-confidence",
         type=float,
-        default=0.1,
-        help="windows below this confidence are left out of the detections (default 0.1)",
+        default=None,
+        help="one detection threshold for every species (default: the model's per-species thresholds, chosen on "
+        "validation soundscapes for soundscapes.target_precision; 0.1 for a model without them)",
+    )
+    predict.add_argument(
+        "--scores", action="store_true", help="also write scores.csv: every window's score in [0, 1] for every species"
     )
     predict.add_argument("--batch-size", type=int, default=64, help="windows per model call (default 64)")
     predict.add_argument(
@@ -104,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when present"
     )
-    predict.add_argument("--threads", type=int, default=0, help="CPU threads for the model (0: torch's default)")
+    predict.add_argument("--threads", type=int, default=0, help="CPU threads for the model and BirdNET (0: every core)")
     predict.add_argument(
         "--format",
         choices=("csv", "raven", "both"),

@@ -7,15 +7,22 @@ recording shorter than a window is tiled to fill one. The per-recording predicti
 probabilities with the bundle's ``evaluate.aggregate`` through the same function, so predicting the test
 recordings gives evaluate's recording-level predictions.
 
+A window's score per species is in [0, 1]: a multi-label model's sigmoid, fused with BirdNET's logit on the
+same window when the bundle's fusion says so; a softmax model's probability (on BirdNET inputs, gated by
+BirdNET hearing one of the label set's species). A window holds 0, 1 or several detections: every species
+whose score reaches its threshold, the per-species thresholds that the fuse stage chose on val soundscapes
+when the bundle has them (``--min-confidence`` sets one threshold for all instead).
+
 Outputs follow BirdNET-Analyzer's habits: one CSV of detections for the run, a Raven selection table per
-recording (``<recording>.selections.txt``) and a per-recording summary CSV that also lists skipped files.
+recording (``<recording>.selections.txt``, a row per window and species detected), a per-recording summary CSV
+that also lists skipped files, and with ``--scores`` every window's score for every species (``scores.csv``).
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,25 +32,12 @@ from tqdm import tqdm
 
 from birdpipe.bundle import Bundle
 from birdpipe.common.errors import PipelineError
-from birdpipe.common.outputs import atomic_path
+from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AudioError, audio_files, probe, stream_audio
 from birdpipe.evaluation.evaluate import batch_probabilities
-from birdpipe.evaluation.metrics import aggregate
-from birdpipe.features.spectral import FeatureExtractor
+from birdpipe.evaluation.metrics import recording_probabilities
+from birdpipe.features.spectral import FeatureConfig, FeatureExtractor
 
-RAVEN_COLUMNS = (
-    "Selection",
-    "View",
-    "Channel",
-    "Begin Time (s)",
-    "End Time (s)",
-    "Low Freq (Hz)",
-    "High Freq (Hz)",
-    "Species",
-    "Confidence",
-    "Begin Path",
-)
-DETECTION_COLUMNS = ("file", "start_s", "end_s", "label", "scientific_name", "english_name", "confidence")
 BLOCK_SECONDS = 30.0
 TRUNCATED_SHARE = 0.9  # as ingest: less audio than this share of the header's length is a truncated file
 
@@ -52,19 +46,21 @@ TRUNCATED_SHARE = 0.9  # as ingest: less audio than this share of the header's l
 class PredictOptions:
     window_seconds: float | None = None  # None: the bundle's training window
     hop_seconds: float | None = None  # None: the bundle's evaluation hop (evaluate's windows)
-    top_k: int = 1
-    min_confidence: float = 0.1
+    top_k: int | None = None  # None: every species at or above its threshold
+    min_confidence: float | None = None  # None: the bundle's per-species thresholds, else DEFAULT_MIN_CONFIDENCE
     batch_size: int = 64
     max_seconds: float | None = None  # analyse only the first seconds of each recording
+    scores: bool = False  # also write scores.csv: every window's score for every species
+    threads: int = 0  # BirdNET's CPU threads (0: every core)
 
     def validate(self) -> None:
         if self.window_seconds is not None and self.window_seconds <= 0:
             raise PipelineError("--window must be > 0 seconds")
         if self.hop_seconds is not None and self.hop_seconds <= 0:
             raise PipelineError("--hop must be > 0 seconds")
-        if self.top_k < 1:
+        if self.top_k is not None and self.top_k < 1:
             raise PipelineError("--top-k must be at least 1")
-        if not 0.0 <= self.min_confidence <= 1.0:
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise PipelineError("--min-confidence must lie in [0, 1]")
         if self.batch_size < 1:
             raise PipelineError("--batch-size must be at least 1")
@@ -76,7 +72,7 @@ class RecordingPrediction:
     duration: float
     starts: np.ndarray  # window start times, seconds
     ends: np.ndarray  # window end times, seconds
-    window_probs: np.ndarray  # (windows, species)
+    window_probs: np.ndarray  # (windows, species): the window scores detections are read from
     probs: np.ndarray  # aggregated (species,)
     note: str = ""  # e.g. a truncated file: predicted on what could be decoded
 
@@ -152,13 +148,18 @@ class Predictor:
         self.options = options
         self.device = device
         self.config = bundle.feature_config
-        self.birdnet = birdnet_stream(bundle) if self.config.kind == "birdnet" else None
-        self.known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])
-        self.extractor = FeatureExtractor(self.config) if self.birdnet is None else None
         window_s = options.window_seconds or bundle.info["window_seconds"]
         hop_s = options.hop_seconds or bundle.info["hop_seconds"]
-        self.window = self.config.frames(window_s)
-        self.hop = self.config.frames(hop_s)
+        if self.config.kind == "birdnet":  # a frame is one BirdNET window: the hop sets where they start
+            self.window = self.config.frames(window_s)
+            self.config = dataclasses.replace(self.config, hop_length=round(hop_s * self.config.sample_rate))
+            self.hop = 1
+        else:
+            self.window = self.config.frames(window_s)
+            self.hop = self.config.frames(hop_s)
+        self.birdnet = birdnet_stream(bundle, self.config, options.threads) if self.config.kind == "birdnet" else None
+        self.known = np.array([s in (bundle.info.get("birdnet") or {}).get("matched", {}) for s in bundle.species])
+        self.extractor = FeatureExtractor(self.config) if self.birdnet is None else None
         self.frame_seconds = self.config.hop_length / self.config.sample_rate
         # a BirdNET frame covers a whole 3 s window, however far apart frames are
         self.frame_span = self.config.n_fft / self.config.sample_rate if self.birdnet else self.frame_seconds
@@ -191,7 +192,8 @@ class Predictor:
 
         def flush() -> None:
             if batch:
-                parts.append(batch_probabilities(self.bundle.model, torch.from_numpy(np.stack(batch)), self.device))
+                x = torch.from_numpy(np.stack(batch))
+                parts.append(batch_probabilities(self.bundle.model, x, self.device, self.bundle.multilabel))
                 batch.clear()
 
         for start, window in sliding_windows(self._features(path), self.window, self.hop):
@@ -215,19 +217,21 @@ class Predictor:
         if decoded < TRUNCATED_SHARE * duration - self.frame_seconds:  # the header promised more audio
             note = f"truncated: decoded {decoded:.1f} s of the {duration:.1f} s in its header"
             duration = decoded
-        probs = aggregate(
+        probs = recording_probabilities(
             window_probs,
             np.zeros(len(starts), dtype=np.int64),
             1,
             self.bundle.info["aggregate"],
             self.bundle.info.get("topk", 3),
+            self.bundle.multilabel,
         )[0]
         if self.birdnet is not None:
             frame_logits = np.concatenate(self.logits)
             fusion = self.bundle.recording_fusion or {}
             if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
                 probs = fused_recording(probs, frame_logits, fusion, self.known)
-            window_probs = gate_by_birdnet(window_probs, starts, self.window, frame_logits, self.known)
+            window_logits = np.stack([frame_logits[s : s + self.window].max(axis=0) for s in starts])
+            window_probs = window_scores(self.bundle, window_probs, window_logits, self.known)
         begin = np.array(starts) * self.frame_seconds
         end = np.minimum(begin + (self.window - 1) * self.frame_seconds + self.frame_span, duration)
         return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs, note)
@@ -266,12 +270,12 @@ class Predictor:
         return result
 
 
-def birdnet_stream(bundle: Bundle):  # -> birdpipe.features.embeddings.BirdNETStream
-    """BirdNET embeddings for a bundle trained on them; the installed model must be the one it was trained on."""
+def birdnet_stream(bundle: Bundle, config: FeatureConfig, threads: int = 0):  # -> embeddings.BirdNETStream
+    """BirdNET inputs for a bundle trained on them (windows every ``config.hop_length`` samples); the installed model
+    must be the one it was trained on."""
     from birdpipe.features import birdnet
     from birdpipe.features.embeddings import BirdNETStream
 
-    config = bundle.feature_config
     installed = birdnet.model_checksum()
     if config.model_checksum and installed != config.model_checksum:
         raise PipelineError(
@@ -280,22 +284,21 @@ def birdnet_stream(bundle: Bundle):  # -> birdpipe.features.embeddings.BirdNETSt
         )
     labels = {label: i for i, label in enumerate(birdnet.birdnet_labels())}
     matched = (bundle.info.get("birdnet") or {}).get("matched", {})
-    return BirdNETStream(config, [labels.get(matched[s]) if s in matched else None for s in bundle.species])
+    columns = [labels.get(matched[s]) if s in matched else None for s in bundle.species]
+    return BirdNETStream(config, columns, birdnet.BirdNETEmbedder(threads=cpu_workers(threads)))
 
 
-def gate_by_birdnet(
-    window_probs: np.ndarray, starts: list[int], window: int, frame_logits: np.ndarray, known: np.ndarray
-) -> np.ndarray:
-    """Detection confidences of a head on BirdNET embeddings: a species BirdNET knows needs BirdNET to hear one
-    of the label set's species in the window (the sigmoid of its highest logit among them), so pure noise or
-    silence gives no confident detection. Species BirdNET lacks keep the head's probability."""
-    if not known.any():
-        return window_probs
-    heard = 1.0 / (1.0 + np.exp(-frame_logits[:, known].max(axis=1).astype(np.float64)))
-    gate = np.array([heard[s : s + window].max() for s in starts])
-    gated = window_probs.copy()
-    gated[:, known] *= gate[:, None].astype(gated.dtype)
-    return gated
+def window_scores(bundle: Bundle, window_probs: np.ndarray, window_logits: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The scores detections read, per window and species, from the model's and BirdNET's (``window_logits``, the
+    highest of each window's frames): a multi-label model's fused as the bundle says (or its own), a softmax
+    model's gated by BirdNET hearing a species of the label set, so noise or silence gives no detection."""
+    from birdpipe.evaluation.fusion import SCORE_CLIP, fuse_window_scores, gate_scores
+
+    if not bundle.multilabel:
+        return gate_scores(window_probs, window_logits, known)
+    fusion = bundle.window_fusion
+    scores = fuse_window_scores(window_probs, window_logits, known, fusion["weight"]) if fusion else window_probs
+    return np.minimum(scores, 1.0 - SCORE_CLIP)  # a threshold of 1.0 (never detect) stays out of reach
 
 
 def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, known: np.ndarray) -> np.ndarray:
@@ -305,106 +308,3 @@ def fused_recording(probs: np.ndarray, frame_logits: np.ndarray, fusion: dict, k
     fitted = Fusion.from_dict(fusion)
     pooled = fitted.pooled(frame_logits, np.array([[0, len(frame_logits)]]), known)
     return fitted.probs(probs[None, :], pooled, known)[0]
-
-
-# ----------------------------------------------------------------------------------------- outputs
-def _names(bundle: Bundle, label: str) -> tuple[str, str]:
-    names = bundle.info.get("names", {}).get(label, {})
-    return names.get("scientific_name", ""), names.get("english_name", "")
-
-
-def _display(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return str(path.resolve().relative_to(root))
-        except ValueError:
-            pass
-    return str(path)
-
-
-def detections(bundle: Bundle, prediction: RecordingPrediction, top_k: int, min_confidence: float) -> list[tuple]:
-    """(window index, start, end, species index, confidence) of each window's top-k above the threshold."""
-    rows = []
-    order = np.argsort(-prediction.window_probs, axis=1, kind="stable")[:, :top_k]
-    for w, classes in enumerate(order):
-        for c in classes:
-            confidence = float(prediction.window_probs[w, c])
-            if confidence >= min_confidence:
-                rows.append((w, float(prediction.starts[w]), float(prediction.ends[w]), int(c), confidence))
-    return rows
-
-
-def raven_name(path: Path, out_dir: Path, root: Path | None) -> Path:
-    """``<recording>.selections.txt`` beside the others; sub-folders keep their layout under ``out_dir``."""
-    relative = Path(_display(path, root))
-    if relative.is_absolute() or ".." in relative.parts:  # never outside out_dir
-        relative = Path(relative.name)
-    return out_dir / relative.parent / f"{relative.stem}.selections.txt"
-
-
-SUMMARY_COLUMNS = ("file", "status", "reason", "duration_s", "windows", "label", "scientific_name", "english_name",
-                   "confidence", "second", "second_confidence")  # fmt: skip
-RAVEN_DIALECT = {"delimiter": "\t", "lineterminator": "\n"}  # detections.csv and summary.csv keep csv's \r\n
-
-
-def _write_rows(target: Path, header: Sequence[str], rows: Iterable[Sequence], **dialect: str) -> Path:
-    """A CSV (or tab-separated) file written whole or not at all: a failure mid-write leaves the previous file."""
-    with atomic_path(target) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle, **dialect)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return target
-
-
-def _detection_rows(
-    bundle: Bundle, found: list[tuple[RecordingPrediction, list[tuple]]], root: Path | None
-) -> Iterator[list]:
-    species = bundle.species
-    for prediction, rows in found:
-        name = _display(prediction.path, root)
-        for _, begin, end, c, confidence in rows:
-            yield [name, f"{begin:.3f}", f"{end:.3f}", species[c], *_names(bundle, species[c]), f"{confidence:.4f}"]
-
-
-def _raven_rows(bundle: Bundle, prediction: RecordingPrediction, found: list[tuple]) -> Iterator[list]:
-    config = bundle.feature_config
-    low, high = max(config.fmin, config.highpass_hz), config.fmax or config.sample_rate / 2
-    recording = str(prediction.path.resolve())  # Raven opens the recording from here
-    for selection, (_, begin, end, c, confidence) in enumerate(found, 1):
-        label = _names(bundle, bundle.species[c])[1] or bundle.species[c]
-        yield [selection, "Spectrogram 1", 1, f"{begin:.3f}", f"{end:.3f}", f"{low:.1f}", f"{high:.1f}", label,
-               f"{confidence:.4f}", recording]  # fmt: skip
-
-
-def _summary_rows(run: PredictRun, bundle: Bundle, root: Path | None) -> Iterator[list]:
-    species = bundle.species
-    for prediction in run.recordings:
-        order = np.argsort(-prediction.probs, kind="stable")
-        best, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
-        yield [_display(prediction.path, root), "ok", prediction.note, f"{prediction.duration:.3f}",
-               len(prediction.starts), species[best], *_names(bundle, species[best]), f"{prediction.probs[best]:.6f}",
-               species[second], f"{prediction.probs[second]:.6f}"]  # fmt: skip
-    for skipped, reason in run.skipped:
-        yield [_display(skipped, root), "skipped", reason, "", "", "", "", "", "", "", ""]
-
-
-def write_outputs(
-    run: PredictRun, bundle: Bundle, options: PredictOptions, out_dir: Path, fmt: str = "both", root: Path | None = None
-) -> dict[str, Path]:
-    """Write detections.csv and/or Raven tables, and summary.csv (every file, skipped ones with a reason).
-
-    Each file is written atomically, summary.csv last; detections are computed once per recording for both.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    found = [(r, detections(bundle, r, options.top_k, options.min_confidence)) for r in run.recordings]
-    written: dict[str, Path] = {}
-    if fmt in ("csv", "both"):
-        rows = _detection_rows(bundle, found, root)
-        written["detections"] = _write_rows(out_dir / "detections.csv", DETECTION_COLUMNS, rows)
-    if fmt in ("raven", "both"):
-        for prediction, rows in found:
-            target = raven_name(prediction.path, out_dir, root)
-            _write_rows(target, RAVEN_COLUMNS, _raven_rows(bundle, prediction, rows), **RAVEN_DIALECT)
-        written["raven"] = out_dir
-    written["summary"] = _write_rows(out_dir / "summary.csv", SUMMARY_COLUMNS, _summary_rows(run, bundle, root))
-    return written

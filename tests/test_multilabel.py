@@ -199,3 +199,13 @@ def test_a_negative_clip_trains_toward_all_zeros(with_negatives, tmp_path, monke
     assert with_them.mean() < 0.2 and with_them.mean() < 0.5 * without.mean(), (with_them, without)
     own = _scores_by_recording(models["with"], cache, birds, window)[np.arange(len(birds)), birds["label_index"]]
     assert own.min() > with_them.max(), (own, with_them)  # each bird recording still names its own species
+
+
+def test_baselines_leave_the_negatives_out(with_negatives):
+    from birdpipe.evaluation.baselines import run_baselines
+
+    cache = with_negatives["cache"]
+    result = run_baselines(cache, validate_params({"baselines": {"c_grid": [1.0]}}))
+    for split in ("val", "test"):
+        assert result["mfcc_logreg"][split]["recordings"] == len(cache.recordings(split))
+        assert len(cache.recordings(split, negatives=True)) > len(cache.recordings(split))  # negatives were there

@@ -19,7 +19,8 @@ from birdpipe.evaluation.evaluate import evaluate_split
 from birdpipe.features.cache import FeatureCache
 from birdpipe.features.spectral import window_starts
 from birdpipe.models import InputShape, build_model
-from birdpipe.predict import RAVEN_COLUMNS, PredictOptions, Predictor, find_audio, sliding_windows, write_outputs
+from birdpipe.predict import PredictOptions, Predictor, find_audio, sliding_windows
+from birdpipe.predict_outputs import RAVEN_COLUMNS, write_outputs
 from tests.conftest import chirp, write_bad_files, write_signal_problems
 
 RATE = 22050
@@ -287,12 +288,12 @@ def _two_recordings(bundle_dir: Path, tmp_path: Path):
 
 
 def test_detections_are_computed_once_per_recording(bundle_dir, tmp_path, monkeypatch):
-    from birdpipe import predict
+    from birdpipe import predict_outputs
 
     bundle, options, run = _two_recordings(bundle_dir, tmp_path)
     calls = []
-    real = predict.detections
-    monkeypatch.setattr(predict, "detections", lambda *args: calls.append(args[1].path) or real(*args))
+    real = predict_outputs.detections
+    monkeypatch.setattr(predict_outputs, "detections", lambda *args: calls.append(args[1].path) or real(*args))
     write_outputs(run, bundle, options, tmp_path / "out", "both")
     assert calls == [r.path for r in run.recordings]  # one pass feeds detections.csv and the Raven tables
 

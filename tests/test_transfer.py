@@ -16,6 +16,7 @@ from birdpipe.evaluation.evaluate import evaluate_split
 from birdpipe.evaluation.fuse import fit_fuse
 from birdpipe.features.cache import FeatureCache, build_cache
 from birdpipe.predict import PredictOptions, Predictor
+from birdpipe.predict_outputs import DEFAULT_MIN_CONFIDENCE
 from birdpipe.training.loop import fit
 from birdpipe.training.weights import class_weights, feature_stats
 
@@ -135,7 +136,7 @@ def test_pure_noise_is_not_predicted_with_confidence(birdnet_run, tmp_path):
     noise = tmp_path / "noise.wav"
     sf.write(noise, (0.05 * rng.standard_normal(48000 * 9)).astype(np.float32), 48000)
     predictor = Predictor(bundle, PredictOptions(), "cpu")
-    assert predictor.recording(noise).window_probs.max() < PredictOptions().min_confidence  # no detection at all
+    assert predictor.recording(noise).window_probs.max() < DEFAULT_MIN_CONFIDENCE  # no detection at all
     bird = ROOT / "tests" / "data" / "xc_clips" / "audio" / "Vireo_latimeri" / "805338.ogg"
     assert predictor.recording(bird).window_probs.max() > 0.5  # a real song still is
 
@@ -191,7 +192,7 @@ def test_a_head_on_scores_predicts_as_evaluate_does_and_is_not_confident_on_nois
     noise = tmp_path / "noise.wav"
     sf.write(noise, (0.05 * np.random.default_rng(1).standard_normal(48000 * 9)).astype(np.float32), 48000)
     predictor = Predictor(bundle, PredictOptions(), "cpu")
-    assert predictor.recording(noise).window_probs.max() < PredictOptions().min_confidence
+    assert predictor.recording(noise).window_probs.max() < DEFAULT_MIN_CONFIDENCE
 
 
 def test_the_scores_part_gets_a_std_floor_of_its_own():

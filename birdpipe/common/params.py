@@ -419,10 +419,10 @@ class SyntheticSoundscapeParams(Section):
     """The generator's val and test soundscapes (soundscapes.source: synthetic), rendered from the corpus's
     species as other individuals at other sites than the training recordings."""
 
-    files: int = Field(4, ge=1, le=1000, description="soundscapes per split (val and test)")
+    files: int = Field(6, ge=1, le=1000, description="soundscapes per split (val and test)")
     seconds: float = Field(120.0, ge=10.0, le=7200.0, description="length of each soundscape (s)")
     bird_free_share: float = Field(
-        0.5,
+        0.8,
         ge=0.0,
         le=0.95,
         description="about this share of each soundscape's time lies outside every bird event (the pauses "
@@ -447,7 +447,7 @@ class MixSoundscapeParams(Section):
 
     files: int = Field(4, ge=1, le=1000, description="soundscapes per split (val and test)")
     seconds: float = Field(300.0, ge=10.0, le=7200.0, description="length of each soundscape (s)")
-    bird_free_share: float = Field(0.5, ge=0.0, le=0.95, description="share of time kept free of any bird")
+    bird_free_share: float = Field(0.75, ge=0.0, le=0.95, description="share of time kept free of any bird")
     max_simultaneous: int = Field(2, ge=1, le=10, description="most species at once")
     excerpt_seconds: tuple[float, float] = Field((3.0, 10.0), description="range of excerpt lengths (s)")
     snr_db: tuple[float, float] = Field((0.0, 20.0), description="range of excerpt-to-bed SNR (dB)")

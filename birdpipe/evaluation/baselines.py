@@ -113,8 +113,10 @@ def run_baselines(cache: FeatureCache, params: Params) -> dict[str, Any]:
     n_classes = len(cache.species)
     stats = cache.stats()
     index = cache.index
-    features = {split: stats[(index["split"] == split).to_numpy()] for split in ("train", *SPLITS)}
-    labels = {split: index.loc[index["split"] == split, "label_index"].to_numpy() for split in ("train", *SPLITS)}
+    species = (index["label_index"] >= 0).to_numpy()  # the baselines name a species: no-bird negatives left out
+    rows = {split: (index["split"] == split).to_numpy() & species for split in ("train", *SPLITS)}
+    features = {split: stats[rows[split]] for split in ("train", *SPLITS)}
+    labels = {split: index.loc[rows[split], "label_index"].to_numpy() for split in ("train", *SPLITS)}
     train_counts = np.bincount(labels["train"], minlength=n_classes)
     rare = params.evaluate.rare_threshold
 

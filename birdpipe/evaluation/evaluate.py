@@ -19,7 +19,12 @@ from tqdm import tqdm
 from birdpipe.bundle import Bundle
 from birdpipe.common.params import EvaluateParams
 from birdpipe.data.windows import EvalWindows
-from birdpipe.evaluation.metrics import aggregate, classification_metrics, confusion_counts, per_class_table
+from birdpipe.evaluation.metrics import (
+    classification_metrics,
+    confusion_counts,
+    per_class_table,
+    recording_probabilities,
+)
 from birdpipe.features.cache import FeatureCache
 
 PR_POINTS = 400
@@ -63,8 +68,8 @@ def evaluate_split(
     window_probs = window_probabilities(bundle.model, dataset, params.batch_size, device, f"evaluate {split}",
                                         multilabel)  # fmt: skip
     window_recording = dataset.window_recording
-    probs = aggregate(window_probs, window_recording, len(recordings), params.aggregate, params.topk,
-                      normalize=not multilabel)  # fmt: skip
+    probs = recording_probabilities(window_probs, window_recording, len(recordings), params.aggregate, params.topk,
+                                    multilabel)  # fmt: skip
     species = bundle.species
     train_counts = np.array([bundle.info["train_counts"][s] for s in species])
     y_true = recordings["label_index"].to_numpy()
@@ -73,22 +78,7 @@ def evaluate_split(
     metrics["window"] = {k: window_metrics[k] for k in ("accuracy", "top5_accuracy", "f1_macro", "f1_weighted", "map")}
     metrics["window"]["windows"] = len(window_probs)
     fused = None
-    if multilabel and bundle.window_fusion:  # every window fused with BirdNET, then aggregated
-        from birdpipe.evaluation.fusion import fuse_window_scores, zero_shot_scores
-
-        logits = recording_windows_logits(cache, split, dataset, bundle.window_frames)
-        known = cache.birdnet_known
-        fused = aggregate(
-            fuse_window_scores(window_probs, logits, known, bundle.window_fusion["weight"]),
-            window_recording,
-            len(recordings),
-            params.aggregate,
-            params.topk,
-            normalize=False,
-        )
-        zero_shot = aggregate(zero_shot_scores(logits, known), window_recording, len(recordings), params.aggregate,
-                              params.topk, normalize=False)  # fmt: skip
-    elif (bundle.recording_fusion or {}).get("applicable"):  # the fused prediction is the result
+    if (bundle.recording_fusion or {}).get("applicable"):  # the fused prediction is the result
         fused, zero_shot = fuse(probs, cache, split, recordings, bundle.recording_fusion)
     if fused is not None:  # each part alone beside the fused result; windows are scored by the model alone
         zero_shot_metrics = classification_metrics(y_true, zero_shot, train_counts, params.rare_threshold)

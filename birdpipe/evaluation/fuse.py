@@ -2,10 +2,12 @@
 
 What it fits depends on the bundle:
 
-- a softmax (multiclass) model with ``model.fusion.method: birdnet``: the recording-level late fusion of
-  :mod:`birdpipe.evaluation.fusion` (pooling and weight chosen on the val recordings);
-- a multi-label model with ``model.fusion.method: birdnet``: the window-level fusion in logit space, its weight
-  chosen by cmAP on the val soundscapes (by F1-macro on the val recordings when there are no soundscapes);
+- with ``model.fusion.method: birdnet``, for whole recordings: the recording-level late fusion of
+  :mod:`birdpipe.evaluation.fusion` (pooling and weight chosen on the val recordings by F1-macro; a multi-label
+  model's aggregated scores are normalised to one distribution first, since a summary names one species);
+- and for a multi-label model, for windows: the window-level fusion in logit space, its weight chosen by cmAP
+  on the val soundscapes (by F1-macro on the val recordings when there are no soundscapes), which gives the
+  window and segment scores (soundscapes, predict's detections);
 - with soundscapes: per-species detection thresholds on the val soundscapes' final scores (fused, or gated
   for a softmax model) for ``soundscapes.target_precision`` (:mod:`birdpipe.evaluation.thresholds`).
 
@@ -27,7 +29,7 @@ from birdpipe.common.params import Params
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import recording_windows_logits, window_probabilities
 from birdpipe.evaluation.fusion import fit_fusion, fuse_window_scores
-from birdpipe.evaluation.metrics import aggregate, classification_metrics
+from birdpipe.evaluation.metrics import aggregate, classification_metrics, recording_probabilities
 from birdpipe.evaluation.soundscape_metrics import soundscape_metrics
 from birdpipe.evaluation.thresholds import fit_thresholds
 from birdpipe.features.cache import FeatureCache
@@ -63,9 +65,11 @@ def _recording_fusion(bundle: Bundle, cache: FeatureCache, params: Params, devic
         return {"applicable": False, "reason": "BirdNET knows none of the species; predictions are the model's own"}
     val = cache.recordings("val")
     dataset = EvalWindows(cache.arrays["val"], val, bundle.window_frames, bundle.hop_frames)
-    window_probs = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val")
+    window_probs = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val",
+                                        bundle.multilabel)  # fmt: skip
     evaluate = params.evaluate
-    probs = aggregate(window_probs, dataset.window_recording, len(val), evaluate.aggregate, evaluate.topk)
+    probs = recording_probabilities(window_probs, dataset.window_recording, len(val), evaluate.aggregate,
+                                    evaluate.topk, bundle.multilabel)  # fmt: skip
     options = params.model.fusion
     fusion, scores = fit_fusion(probs, cache.birdnet_logits["val"], val[["start", "stop"]].to_numpy(), known,
                                 val["label_index"].to_numpy(), options.poolings, options.weights)  # fmt: skip
@@ -112,7 +116,7 @@ def fit_fuse(
     fusion: dict[str, Any] = {"recording": None, "window": None, "thresholds": None}
     birdnet_fusion = params.model.fusion.method == "birdnet"
     known = cache.birdnet_known
-    if birdnet_fusion and not bundle.multilabel:
+    if birdnet_fusion:  # whole recordings: one species named, a multi-label model's scores normalised first
         fusion["recording"] = _recording_fusion(bundle, cache, params, device)
     windows = segments = truth = None
     if soundscapes is not None:

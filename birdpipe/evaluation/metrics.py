@@ -47,6 +47,23 @@ def aggregate(window_probs: np.ndarray, window_recording: np.ndarray, n_recordin
     return out
 
 
+def recording_probabilities(window_probs: np.ndarray, window_recording: np.ndarray, n_recordings: int, how: str,
+                            topk: int = 3, multilabel: bool = False) -> np.ndarray:  # fmt: skip
+    """One distribution over species per recording, the summary that names its species.
+
+    A softmax model's window probabilities are aggregated (``how``) and renormalised; a multi-label model's
+    window logits (logit of its sigmoid scores) are aggregated and turned into a distribution by a softmax, so
+    the species whose windows score highest overall wins, as for a softmax model.
+    """
+    if not multilabel:
+        return aggregate(window_probs, window_recording, n_recordings, how, topk)
+    p = np.clip(np.asarray(window_probs, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    logits = aggregate(np.log(p) - np.log1p(-p), window_recording, n_recordings, how, topk, normalize=False)
+    logits -= logits.max(axis=1, keepdims=True)
+    odds = np.exp(logits)
+    return odds / odds.sum(axis=1, keepdims=True)
+
+
 def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels: np.ndarray) -> float:
     if labels.size == 0:
         return float("nan")

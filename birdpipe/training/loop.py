@@ -58,7 +58,7 @@ from birdpipe.data.windows import (
     TrainWindows,
     expected_class_frequencies,
 )
-from birdpipe.evaluation.metrics import aggregate, classification_metrics
+from birdpipe.evaluation.metrics import classification_metrics, recording_probabilities
 from birdpipe.features.cache import FeatureCache
 from birdpipe.features.spectral import FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
@@ -237,8 +237,8 @@ class LitClassifier(L.LightningModule):
         window_probs, positions, losses = self._gathered_validation()
         train_loss, train_correct, train_seen, train_batches = self._train_totals()
         evaluate = self.params.evaluate
-        probs = aggregate(window_probs, positions, self.n_val, evaluate.aggregate, evaluate.topk,
-                          normalize=not self.multilabel)  # fmt: skip
+        probs = recording_probabilities(window_probs, positions, self.n_val, evaluate.aggregate, evaluate.topk,
+                                        self.multilabel)  # fmt: skip
         scores = classification_metrics(self.val_labels, probs, self.train_counts, evaluate.rare_threshold)
         optimizer = self.optimizers()
         lrs = [group["lr"] for group in optimizer.param_groups] if optimizer is not None else [0.0]
