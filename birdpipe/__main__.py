@@ -48,15 +48,20 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
+    import yaml
+
     from birdpipe.common.params import PARAMS_FILE, load_params, schema_lines
 
     if args.check:
         load_params(args.check)  # also warns (stderr) of every key whose value cannot matter
         print(f"{args.check}: valid")
         return 0
-    print("\n".join(schema_lines()))
+    values = None
     if Path(PARAMS_FILE).exists():
-        load_params()  # the warnings for the project's params.yaml
+        load_params()  # validates, and warns of keys whose value cannot matter
+        values = yaml.safe_load(Path(PARAMS_FILE).read_text())
+    print(f"# key: type = value in {PARAMS_FILE if values is not None else 'the schema'} (default where it differs)")
+    print("\n".join(schema_lines(values=values)))
     return 0
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -217,24 +218,62 @@ class Predictor:
         if decoded < TRUNCATED_SHARE * duration - self.frame_seconds:  # the header promised more audio
             note = f"truncated: decoded {decoded:.1f} s of the {duration:.1f} s in its header"
             duration = decoded
-        probs = recording_probabilities(
-            window_probs,
-            np.zeros(len(starts), dtype=np.int64),
-            1,
-            self.bundle.info["aggregate"],
-            self.bundle.info.get("topk", 3),
-            self.bundle.multilabel,
-        )[0]
-        if self.birdnet is not None:
-            frame_logits = np.concatenate(self.logits)
-            fusion = self.bundle.recording_fusion or {}
-            if fusion.get("applicable"):  # the recording's prediction is the fused one, as in evaluate
-                probs = fused_recording(probs, frame_logits, fusion, self.known)
+        frame_logits = np.concatenate(self.logits) if self.birdnet is not None else None
+        if self._streamed_as_evaluate(duration):
+            probs = self._summary(window_probs, frame_logits)
+        else:  # other windows or audio than evaluate's cache holds: the summary from the same extraction as the cache
+            probs = self._evaluate_summary(path)
+        if frame_logits is not None:
             window_logits = np.stack([frame_logits[s : s + self.window].max(axis=0) for s in starts])
             window_probs = window_scores(self.bundle, window_probs, window_logits, self.known)
         begin = np.array(starts) * self.frame_seconds
         end = np.minimum(begin + (self.window - 1) * self.frame_seconds + self.frame_span, duration)
         return RecordingPrediction(path, duration, np.round(begin, 3), np.round(end, 3), window_probs, probs, note)
+
+    def _streamed_as_evaluate(self, duration: float) -> bool:
+        """Whether the detection pass saw the windows evaluate scores: the bundle's window and hop, every frame up
+        to the contract's ``max_seconds``, no activity selection."""
+        info = self.bundle.info
+        same_windows = self.window == self.bundle.window_frames and (
+            self.config.hop_length == self.bundle.feature_config.hop_length
+            if self.birdnet is not None
+            else self.hop == self.bundle.hop_frames
+        )
+        max_seconds = info.get("max_seconds")
+        within = max_seconds is None or duration <= max_seconds
+        return same_windows and within and not (info.get("activity") or {}).get("windows", 0)
+
+    def _summary(self, window_probs: np.ndarray, frame_logits: np.ndarray | None) -> np.ndarray:
+        """The recording's distribution over species, as evaluate computes it, from its windows (and frames)."""
+        probs = recording_probabilities(window_probs, np.zeros(len(window_probs), dtype=np.int64), 1,
+                                        self.bundle.info["aggregate"], self.bundle.info.get("topk", 3),
+                                        self.bundle.multilabel)[0]  # fmt: skip
+        fusion = self.bundle.recording_fusion or {}
+        if frame_logits is not None and fusion.get("applicable"):  # the fused prediction, as in evaluate
+            probs = fused_recording(probs, frame_logits, fusion, self.known)
+        return probs
+
+    def _evaluate_summary(self, path: Path) -> np.ndarray:
+        """The summary from the features the cache holds for this recording (the contract's ``max_seconds`` and
+        activity windows, the bundle's window and hop), so predict gives evaluate's recording prediction."""
+        from birdpipe.data.windows import EvalWindows
+        from birdpipe.evaluation.evaluate import window_probabilities
+        from birdpipe.features.store import extract
+
+        info = self.bundle.info
+        activity = info.get("activity") or {}
+        features, _, logits = extract(str(path), self.bundle.feature_config, info.get("max_seconds"),
+                                      activity.get("windows", 0), activity.get("seconds", 4.0))  # fmt: skip
+        rows = pd.DataFrame({"start": [0], "stop": [len(features)], "label_index": [0]})
+        windows = EvalWindows(features, rows, self.bundle.window_frames, self.bundle.hop_frames)
+        window_probs = window_probabilities(self.bundle.model, windows, self.options.batch_size, self.device,
+                                            "predict", self.bundle.multilabel)  # fmt: skip
+        frame_logits = None
+        if logits is not None:
+            from birdpipe.features.embeddings import _logit_columns
+
+            frame_logits = _logit_columns(logits, self.birdnet.columns)
+        return self._summary(window_probs, frame_logits)
 
     @torch.inference_mode()
     def run(self, files: list[Path], progress: bool = True) -> PredictRun:

@@ -9,7 +9,7 @@ from birdpipe.features.cache import FeatureCache
 
 def main() -> None:
     params = load_params()
-    result = run_baselines(FeatureCache.open("data/features"), params)
+    result = run_baselines(FeatureCache.open("data/features", "data/split.csv"), params)
     write_json(result, "metrics/baselines.json")
     for name in ("majority", "mfcc_logreg", "birdnet_zero_shot", "birdnet_logreg"):
         if "test" not in result.get(name, {}):

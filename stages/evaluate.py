@@ -19,7 +19,7 @@ def main() -> None:
     params = load_params()
     device = resolve_device(params.train.device)
     bundle = load_bundle("models", device)
-    cache = FeatureCache.open("data/features")
+    cache = FeatureCache.open("data/features", "data/split.csv")
     results = {split: evaluate_split(bundle, cache, split, params.evaluate, device) for split in ("val", "test")}
     species = bundle.species
     test = results["test"]

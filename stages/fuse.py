@@ -18,7 +18,7 @@ def main() -> None:
     params = load_params()
     device = resolve_device(params.train.device)
     bundle = load_bundle("models", device)
-    cache = FeatureCache.open("data/features")
+    cache = FeatureCache.open("data/features", "data/split.csv")
     soundscapes = open_soundscapes("data/soundscapes")
     fusion, thresholds = fit_fuse(bundle, cache, soundscapes, params, device)
     with atomic_path(Path("models") / FUSION) as folder:
@@ -30,6 +30,10 @@ def main() -> None:
         fitted = fusion[part] or {}
         if fitted.get("applicable"):
             summary[f"{part}_weight"] = fitted["weight"]
+    if (fusion["recording"] or {}).get("cross_fit"):  # the val score to compare recipes by (out-of-fold)
+        honest = fusion["recording"]["cross_fit"]
+        summary["val_f1_macro_crossfit"] = honest["val_f1_macro"]
+        summary["val_f1_macro_model"] = honest["val_f1_macro_model"]
     if thresholds is not None:
         summary["thresholds"] = {
             "median": float(np.median(thresholds["threshold"])),

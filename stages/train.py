@@ -14,6 +14,7 @@ from birdpipe.training.loop import fit
 INPUTS = [
     Path("data/features/config.json"),
     Path("data/features/index.csv"),
+    Path("data/split.csv"),
     Path("data/class_weights.json"),
     Path("data/feature_stats.json"),
 ]
@@ -31,7 +32,7 @@ def species_names(split_csv: str = "data/split.csv") -> dict[str, dict[str, str]
 
 def main() -> None:
     params = load_params()
-    cache = FeatureCache.open("data/features")
+    cache = FeatureCache.open("data/features", "data/split.csv")
     result = fit(
         params,
         cache,

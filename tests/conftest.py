@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# the features stage's per-recording store: the tests' own, never the user's ~/.cache
+os.environ.setdefault("BIRDPIPE_FEATURE_STORE", tempfile.mkdtemp(prefix="birdpipe-test-store-"))
 
 XC_CLIPS = Path(__file__).parent / "data" / "xc_clips"
 
@@ -132,4 +135,9 @@ def real_cache(tmp_path_factory) -> dict:
     cache = FeatureCache.open(root / "features")
     counts = cache.recordings("train")["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], WeightParams())
-    return {"root": root, "cache": cache, "weights": weights, "stats": feature_stats(cache.arrays["train"])}
+    return {
+        "root": root,
+        "cache": cache,
+        "weights": weights,
+        "stats": feature_stats(cache.frames, spans=cache.spans("train")),
+    }

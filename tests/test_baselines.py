@@ -67,7 +67,7 @@ def test_mfcc_logreg_chooses_c_on_val_and_reports_it(val_agrees, chosen):
             rows.append(np.column_stack([side * 2 + 0.3 * rng.normal(size=count), rng.normal(size=count)]))
     cache = FakeCache(splits, labels, np.concatenate(rows), 2)
     result = run_baselines(cache, params([1e-4, 1.0]))["mfcc_logreg"]
-    assert set(result) == {"val", "test", "c", "val_f1_macro_by_c"}
+    assert set(result) == {"val", "test", "c", "val_f1_macro_by_c", "not_converged_c"}
     assert set(result["val"]) == set(result["test"]) == METRICS
     assert list(result["val_f1_macro_by_c"]) == ["0.0001", "1.0"]
     assert result["c"] == chosen

@@ -159,7 +159,12 @@ def test_external_source_changes_rerun_ingest_and_synthetic_stays_a_no_op(tmp_pa
     (ext / "sp_a" / "3.wav").touch()  # a new modification time alone: same recordings, same manifest
     assert _status(repo) == []
 
-    _set_source(repo, str(ext / "metadata.csv"))  # a metadata CSV, absolute
+    # a CSV source given as its folder (ingest reads the folder's metadata.csv): a recording's new bytes rerun ingest
+    (ext / "sp_a" / "3.wav").write_bytes(b"RIFF three, re-encoded")
+    assert _status(repo) == ["ingest"]
+    assert _repro(repo) == ["ingest"] and _status(repo) == []
+
+    _set_source(repo, str(ext / "metadata.csv"))  # a metadata CSV, absolute: only the table is tracked (ingest warns)
     assert _repro(repo) == ["ingest"] and _status(repo) == []
     (ext / "metadata.csv").write_text("path,label\nsp_a/3.wav,sp_a\n")
     assert _status(repo) == ["ingest"]
@@ -174,7 +179,7 @@ def test_metrics_code_is_a_dep_of_the_stages_that_report_metrics(stage: str) -> 
 def test_training_fingerprint_changes_with_the_code_training_imports(tmp_path: Path, monkeypatch) -> None:
     from birdpipe.common import codedeps
     from birdpipe.common.params import validate_params
-    from birdpipe.training.loop import training_fingerprint
+    from birdpipe.training.resume import training_fingerprint
 
     for package in PROJECT_PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -200,7 +205,7 @@ def test_training_fingerprint_changes_with_the_code_training_imports(tmp_path: P
 
 def test_training_fingerprint_reads_the_train_stage_code_deps() -> None:
     from birdpipe.common.codedeps import code_digest
-    from birdpipe.training.loop import TRAINING_CODE
+    from birdpipe.training.resume import TRAINING_CODE
 
     code = [f for f in code_digest(TRAINING_CODE) if (ROOT / f).stat().st_size]
     assert "birdpipe/training/loop.py" in code and "birdpipe/models/hf.py" in code

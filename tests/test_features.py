@@ -82,16 +82,14 @@ def test_cache_on_real_clips_is_memory_mappable_and_indexed(xc_clips, tmp_path):
     summary = build_cache(table, FeatureParams(kind="mfcc", workers=2), tmp_path / "features", progress=False)
     cache = FeatureCache.open(tmp_path / "features")
     assert cache.species == sorted(table["label"].unique())
-    assert summary["recordings"] == {"train": 4, "val": 4, "test": 4}
+    assert summary["recordings"] == 12 and summary["extracted"] == 12 and summary["from_store"] == 0
+    array = cache.frames
+    assert isinstance(array, np.memmap) and array.dtype == np.float16 and array.shape[1:] == (3, 20)
+    rows = cache.index.sort_values("start")
+    assert rows["start"].iloc[0] == 0 and (rows["start"].iloc[1:].to_numpy() == rows["stop"].iloc[:-1].to_numpy()).all()
+    assert rows["stop"].iloc[-1] == array.shape[0]
     for split in ("train", "val", "test"):
-        array = cache.arrays[split]
-        assert isinstance(array, np.memmap) and array.dtype == np.float16 and array.shape[1:] == (3, 20)
-        rows = cache.recordings(split)
-        assert (
-            rows["start"].iloc[0] == 0
-            and (rows["start"].iloc[1:].to_numpy() == rows["stop"].iloc[:-1].to_numpy()).all()
-        )
-        assert rows["stop"].iloc[-1] == array.shape[0]
+        assert len(cache.recordings(split)) == 4 and cache.arrays[split] is array  # every split reads one array
     row = cache.index[cache.index["id"] == "XC805338"].iloc[0]
     signal, _ = load_audio(xc_clips / CLIP, 22050)
     expected = FeatureExtractor(cache.config)(signal).astype(np.float16)
@@ -119,12 +117,13 @@ def test_activity_detection_keeps_only_the_chosen_windows(xc_clips, tmp_path):
     assert (seconds < 1.9).sum() == 3  # the three Crotophaga clips are shorter than a window
 
 
-def test_species_only_outside_train_are_left_out_and_reported(species_folder, tmp_path):
+def test_species_only_outside_train_are_left_out_of_the_label_set(species_folder, tmp_path):
     table = split_table(species_folder, tmp_path)
-    extra = table[table["split"] == "test"].head(1).assign(label="Ghost_species")
+    extra = table[table["split"] == "test"].head(1).assign(label="Ghost_species", id="ghost")
     summary = build_cache(pd.concat([table, extra]), FeatureParams(), tmp_path / "f", progress=False)
-    assert "Ghost_species" not in summary["species"]
-    assert summary["skipped"][0]["reason"] == "species absent from train"
+    assert "Ghost_species" in summary["species"]  # the cache holds the whole manifest, before any split
+    cache = FeatureCache.open(tmp_path / "f")
+    assert "Ghost_species" not in cache.species and "ghost" not in set(cache.index["id"])
 
 
 def test_a_cache_where_no_recording_can_be_read_is_an_error_not_an_empty_cache(tmp_path):
@@ -197,3 +196,31 @@ def test_every_feature_value_is_on_the_grid(xc_clips, kind):
     signal, _ = load_audio(xc_clips / SHORT_CLIP, 22050)
     out = FeatureExtractor(FeatureConfig(kind=kind))(signal).astype(np.float64) / FEATURE_GRID
     np.testing.assert_array_equal(out, np.rint(out))
+
+
+def test_the_store_serves_a_recording_extracted_before_under_the_same_config(xc_clips, tmp_path):
+    """A second build (a new split, seed or experiment) extracts nothing and writes the same bytes; another config
+    is another key; a damaged entry is extracted again."""
+    table = split_table(xc_clips / "metadata.csv", tmp_path)
+    store = tmp_path / "store"
+    params = FeatureParams(kind="mfcc", workers=1, max_seconds=5.0)
+    first = build_cache(table, params, tmp_path / "a", progress=False, store_root=store)
+    second = build_cache(table.sample(frac=1.0, random_state=0), params, tmp_path / "b", progress=False,
+                         store_root=store)  # fmt: skip
+    assert (first["extracted"], first["from_store"]) == (12, 0)
+    assert (second["extracted"], second["from_store"]) == (0, 12)
+    a, b = FeatureCache.open(tmp_path / "a"), FeatureCache.open(tmp_path / "b")
+    for row in a.index.itertuples():
+        other = b.index[b.index["id"] == row.id].iloc[0]
+        assert (
+            np.asarray(a.frames[row.start : row.stop]).tobytes()
+            == np.asarray(b.frames[other.start : other.stop]).tobytes()
+        )
+    entry = next(store.rglob("*.npz"))
+    entry.write_bytes(b"cut")
+    again = build_cache(table, params, tmp_path / "d", progress=False, store_root=store)
+    assert (again["extracted"], again["from_store"]) == (1, 11)
+    assert (tmp_path / "d" / "frames.npy").read_bytes() == (tmp_path / "a" / "frames.npy").read_bytes()
+    longer = build_cache(table, params.model_copy(update={"max_seconds": 6.0}), tmp_path / "c", progress=False,
+                         store_root=store)  # fmt: skip
+    assert longer["extracted"] == 12  # max_seconds is part of the key

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from birdpipe.common.params import ModelParams, ParamsError, validate_params
-from birdpipe.evaluation.fusion import Fusion, fit_fusion, pool_logits, zero_shot_probs
+from birdpipe.evaluation.fusion import Fusion, cross_fit_fusion, fit_fusion, pool_logits, zero_shot_probs
 from birdpipe.models import InputShape, Standardize, build_model
 
 
@@ -66,6 +66,31 @@ def test_fusion_fitted_on_validation_beats_each_part_on_held_out_data():
     unknown = ~known[y]  # species BirdNET lacks are still found, through the model
     assert (fused[unknown] == y[unknown]).mean() > 0.3
     assert Fusion.from_dict(fusion.to_dict()) == fusion
+
+
+def test_cross_fitted_val_score_is_out_of_fold_and_not_optimistic():
+    k = 8
+    known = np.array([True] * 6 + [False] * 2)
+    model, frame_logits, bounds, y = _simulated(200, k, known, seed=2)
+    honest = cross_fit_fusion(model, frame_logits, bounds, known, y, poolings=["mean", "max"], folds=4)
+    assert honest["folds"] == 4 and len(honest["fold_choices"]) == 4
+    assert all(choice["weight"] < 1.0 for choice in honest["fold_choices"])  # BirdNET carries the known species
+    # a real gain over the model alone survives cross-fitting
+    assert honest["val_f1_macro"] > honest["val_f1_macro_model"] + 0.1
+    # noise everywhere: the best in-sample candidate looks better than chance, its out-of-fold score does not
+    rng = np.random.default_rng(3)
+    noise_model = rng.dirichlet(np.ones(k), 120)
+    noise_frames = rng.normal(0, 1, (480, k))
+    noise_bounds = np.array([[i * 4, (i + 1) * 4] for i in range(120)])
+    noise_y = rng.integers(0, k, 120)
+    _, scores = fit_fusion(noise_model, noise_frames, noise_bounds, known, noise_y, ["mean", "max", "top3_mean"])
+    in_sample = max(s["val_f1_macro"] for s in scores.values())
+    out_of_fold = cross_fit_fusion(noise_model, noise_frames, noise_bounds, known, noise_y,
+                                   ["mean", "max", "top3_mean"], folds=5)["val_f1_macro"]  # fmt: skip
+    assert out_of_fold < in_sample
+    # deterministic for a seed
+    again = cross_fit_fusion(model, frame_logits, bounds, known, y, poolings=["mean", "max"], folds=4)
+    assert again == honest
 
 
 def test_embedding_heads_standardise_each_dimension_inside_the_model():

@@ -137,6 +137,15 @@ def test_explicit_csv_relative_paths_and_extra_columns(xc_clips):
     assert manifest.loc[manifest["id"] == "XC171401", "duration_s"].item() == pytest.approx(1.42, abs=0.01)
 
 
+def test_a_folder_holding_metadata_csv_is_read_as_that_csv_and_a_bare_csv_warns(xc_clips, capsys):
+    from_folder, _ = run(xc_clips)  # the folder: DVC hashes the table and every recording under it
+    assert capsys.readouterr().err == ""
+    from_table, _ = run(xc_clips / "metadata.csv")
+    assert "tracks its bytes but not the recordings" in capsys.readouterr().err
+    assert from_folder["label"].tolist() == from_table["label"].tolist()
+    assert from_folder["recordist"].tolist() == from_table["recordist"].tolist()  # the CSV's columns, not folders
+
+
 def test_birdclef_csv(tmp_path):
     (tmp_path / "train_audio" / "amecro").mkdir(parents=True)
     for i in range(2):

@@ -14,7 +14,7 @@ def test_project_params_file_is_valid_and_complete():
     params = validate_params(raw)
     # every key of the schema is written out in params.yaml, so `dvc exp run -S` can reach it
     assert params.model_dump(mode="json") == Params.model_validate(raw).model_dump(mode="json")
-    flat = {line.split(" = ")[0] for line in schema_lines()}
+    flat = {line.split(":")[0] for line in schema_lines()}
 
     def keys(node, prefix=""):
         for key, value in node.items():
@@ -24,6 +24,16 @@ def test_project_params_file_is_valid_and_complete():
                 yield f"{prefix}{key}"
 
     assert set(keys(raw)) == flat
+
+
+def test_params_listing_shows_types_the_recipe_values_and_the_defaults_they_override():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["loss"]["gamma"] = 3.5
+    lines = {line.split(":")[0]: line for line in schema_lines(values=raw)}
+    assert lines["loss.gamma"].startswith("loss.gamma: float = 3.5  (default 2.0)")
+    assert lines["train.objective"].startswith("train.objective: 'multiclass' | 'multilabel' = ")
+    assert lines["model.pretrained"].startswith("model.pretrained: str | None = None  #")  # same as default: no note
+    assert lines["split.group_by"].startswith("split.group_by: list[str] = ")
 
 
 @pytest.mark.parametrize(

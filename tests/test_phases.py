@@ -183,13 +183,13 @@ def test_seed_table_has_per_seed_rows_means_and_the_gap_to_the_baseline():
     table = seed_rows(results, ["best"], [0, 1], "real_")
     assert len(table) == 6  # two baselines and the recipe, per seed
     text = render(table, "T", ["best"], [0, 1], "cmd")
-    assert "| **best** | **mean** | **–** | **0.600 ± 0.100** |" in text  # mean ± spread over the seeds
-    assert "| **MFCC stats + logistic regression** | **mean** | **–** | **0.350 ± 0.050** |" in text
+    assert "| **best** | **mean** | **–** | **–** | **0.600 ± 0.100** |" in text  # mean ± spread over the seeds
+    assert "| **MFCC stats + logistic regression** | **mean** | **–** | **–** | **0.350 ± 0.050** |" in text
     assert "`best`: mean test F1-macro +0.250 against MFCC stats" in text
     assert "BirdNET" not in text  # no BirdNET rows when no run holds its baselines
     with_birdnet = {k: {**v, "baselines.birdnet_zero_shot.test.f1_macro": 0.55} for k, v in results.items()}
     text = render(seed_rows(with_birdnet, ["best"], [0, 1], "real_"), "T", ["best"], [0, 1], "cmd")
-    assert "| **BirdNET zero-shot (no training)** | **mean** | **–** | **0.550 ± 0.000** |" in text
+    assert "| **BirdNET zero-shot (no training)** | **mean** | **–** | **–** | **0.550 ± 0.000** |" in text
     assert "+0.050 against BirdNET zero-shot" in text
     with pytest.raises(PipelineError, match="real_best_s2"):
         seed_rows(results, ["best"], [0, 2], "real_")
@@ -265,3 +265,26 @@ def test_phases_cli_lists_phases_and_prints_dry_run_commands(monkeypatch, capsys
     assert capsys.readouterr().out.strip() == "2 phases validate against the params schema"
     assert main(["phases", "run", "no_such_phase", "--dry-run"]) == 2
     assert "unknown phase(s) no_such_phase" in capsys.readouterr().err
+
+
+def test_every_phase_resolves_to_its_pinned_params():
+    """A default changed in params.yaml must not change a published phase silently: re-pin on purpose with
+    `python -m birdpipe phases pin` (and say why in the commit)."""
+    from birdpipe.reports.pins import LOCK_FILE, drift, resolved_phases
+
+    pinned = yaml.safe_load((ROOT / LOCK_FILE).read_text())
+    changes = drift(pinned, resolved_phases(ROOT / "phases.yaml", ROOT / "params.yaml"))
+    report = "\n".join(f"  {phase}: {'; '.join(keys)}" for phase, keys in changes.items())
+    assert not changes, f"phases resolve to other params than pinned in {LOCK_FILE}:\n{report}"
+
+
+def test_a_changed_default_is_named_with_the_phases_it_moves(tmp_path):
+    from birdpipe.reports.pins import drift, resolved_phases
+
+    pinned = resolved_phases(ROOT / "phases.yaml", ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["patience"] = raw["train"]["patience"] + 1  # a default that phases with base: false inherit
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    changes = drift(pinned, resolved_phases(ROOT / "phases.yaml", tmp_path / "params.yaml"))
+    assert "defaults" in changes and any(k.startswith("train.patience") for k in changes["defaults"])
+    assert "phase0_cnn" not in changes  # the study's base pins its patience

@@ -93,7 +93,7 @@ def test_a_dvc_remote_carries_caches_and_models_to_a_second_clone_where_repro_is
     for path in (
         "models/network/model.pt",
         "models/network/bundle.json",
-        "data/features/train.npy",
+        "data/features/frames.npy",
         "data/manifest.csv",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
@@ -113,6 +113,16 @@ def test_a_loss_experiment_reruns_only_train_and_evaluate(project):
     diff = run("dvc", "metrics", "diff", "--all", "HEAD", "gamma3", cwd=project)
     for name in ("test.f1_macro", "test.accuracy", "test.map", "train.best_epoch"):
         assert name in diff
+
+
+def test_a_new_split_seed_extracts_no_features_and_a_fusion_change_retrains_nothing(project):
+    """Features are computed per recording before the split; fusion is its own stage with its own params."""
+    out = run("dvc", "exp", "run", "-n", "split1", "-S", "split.seed=1", cwd=project)
+    assert "Running stage 'split'" in out and "Running stage 'train'" in out
+    assert "Running stage 'features'" not in out and "Running stage 'ingest'" not in out
+    out = run("dvc", "exp", "run", "-n", "fusion1", "-S", "model.fusion.weights=[0.0,0.4,1.0]", cwd=project)
+    assert "Running stage 'fuse'" in out or "Stage 'fuse' is cached" in out, out
+    assert "Running stage 'train'" not in out and "Running stage 'features'" not in out
 
 
 def test_plots_diff_renders_the_declared_plots(project):

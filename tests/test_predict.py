@@ -16,7 +16,7 @@ from birdpipe.__main__ import main as cli
 from birdpipe.bundle import BundleError, load_bundle, save_bundle
 from birdpipe.common.params import EvaluateParams, ModelParams
 from birdpipe.evaluation.evaluate import evaluate_split
-from birdpipe.features.cache import FeatureCache
+from birdpipe.features.cache import FeatureCache, build_cache
 from birdpipe.features.spectral import window_starts
 from birdpipe.models import InputShape, build_model
 from birdpipe.predict import PredictOptions, Predictor, find_audio, sliding_windows
@@ -42,6 +42,8 @@ def make_bundle(cache: FeatureCache, folder: Path, aggregate: str = "mean", seed
         "species": cache.species,
         "names": {cache.species[0]: {"scientific_name": "Testus primus", "english_name": "First Tester"}},
         "feature_config": config.to_dict(),
+        "max_seconds": cache.info["max_seconds"],
+        "activity": cache.info["activity"],
         "window_seconds": 4.0,
         "hop_seconds": 2.0,
         "aggregate": aggregate,
@@ -91,6 +93,41 @@ def test_predict_reproduces_evaluate_on_real_clips(real_cache, bundle_dir):
     predicted = np.stack([r.probs for r in run.recordings])
     np.testing.assert_array_equal(predicted.argmax(axis=1), result["probs"].argmax(axis=1))
     np.testing.assert_allclose(predicted, result["probs"], atol=1e-5)
+
+
+def _evaluate_and_predict(cache: FeatureCache, bundle_dir: Path, split_csv: Path, **options) -> tuple:
+    bundle = load_bundle(bundle_dir)
+    result = evaluate_split(bundle, cache, "test", EvaluateParams(), "cpu")
+    split = pd.read_csv(split_csv, dtype={"id": str})
+    paths = split.set_index("id").loc[result["recordings"]["id"], "path"].map(Path).tolist()
+    run = Predictor(bundle, PredictOptions(**options), "cpu").run(paths, progress=False)
+    return result["probs"], np.stack([r.probs for r in run.recordings]), [r.duration for r in run.recordings]
+
+
+def test_predict_equals_evaluate_for_recordings_longer_than_the_cache_keeps(real_cache, bundle_dir):
+    """The cache keeps features.max_seconds (8 s here) of each recording; predict analyses whole files, and its
+    recording prediction still comes from those 8 s, as evaluate's does."""
+    expected, predicted, durations = _evaluate_and_predict(real_cache["cache"], bundle_dir,
+                                                            real_cache["root"] / "split.csv")  # fmt: skip
+    assert max(durations) > 8.0  # some test recordings are longer than what the cache holds
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+
+
+def test_predict_equals_evaluate_for_a_model_on_activity_windows(real_cache, tmp_path):
+    """A cache of the 2 most active 1 s windows per recording (the study's AST recipe); predict's recording
+    prediction reads the same windows, its detections every window."""
+    from birdpipe.common.params import FeatureParams
+
+    split_csv = real_cache["root"] / "split.csv"
+    params = FeatureParams(
+        kind="logmel", n_mels=64, max_seconds=8.0, workers=1, activity={"windows": 2, "seconds": 1.0}
+    )
+    build_cache(pd.read_csv(split_csv, dtype={"id": str}), params, tmp_path / "features", progress=False)
+    cache = FeatureCache.open(tmp_path / "features")
+    assert cache.index["seconds"].max() <= 2.05
+    bundle_dir = make_bundle(cache, tmp_path / "models")
+    expected, predicted, _ = _evaluate_and_predict(cache, bundle_dir, split_csv)
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
 
 
 def test_window_timing_first_last_short_and_overlap(bundle_dir, tmp_path):

@@ -48,12 +48,14 @@ def set_params(**sections) -> None:
 
 @pytest.fixture
 def project(tmp_path, real_cache, monkeypatch) -> Path:
-    """A project folder as the stages see it: params.yaml, data/split.csv and (for train) the features' outputs."""
+    """A project folder as the stages see it: params.yaml, data/manifest.csv, data/split.csv and (for train) the
+    features' outputs."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     table = pd.read_csv(real_cache["root"] / "split.csv", dtype={"id": str})
     table["path"] = [str(ROOT / p) for p in table["path"]]
     table.to_csv("data/split.csv", index=False)
+    table.drop(columns="split").to_csv("data/manifest.csv", index=False)
     set_params()
     return tmp_path
 
@@ -87,7 +89,7 @@ def test_a_full_disk_during_features_is_one_sentence_and_keeps_the_old_cache(pro
     real_write_npy = features._write_npy
 
     def write_then_fill(raw, target, dtype, shape):
-        if target.name == "val.npy":  # train.npy is complete: the disk fills in the middle of the cache
+        if target.name == "stats.npy" or target.name == "frames.npy":  # the disk fills in the middle of the cache
             target.write_bytes(b"\x93NUMPY" + bytes(1000))
             full_disk()
         real_write_npy(raw, target, dtype, shape)
@@ -126,7 +128,7 @@ real = features._write_npy
 
 def write_then_die(raw, target, dtype, shape):
     real(raw, target, dtype, shape)
-    if target.name == "val.npy":  # train.npy and val.npy written, test.npy, index and config not yet
+    if target.name == "frames.npy":  # the frames written, the index and config not yet
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -149,7 +151,8 @@ def test_features_killed_in_the_middle_leave_the_old_cache_then_the_rerun_writes
     assert snapshot(project / "data" / "features") == old and leftovers(project / "data")  # the killed temporary
     monkeypatch.setattr(outputs, "_SWEPT", set())  # dvc repro again: a new process, which lists data/ afresh
     run_stage("features", main)
-    assert FeatureCache.open("data/features").config.n_mfcc == 13 and leftovers(project / "data") == []
+    assert FeatureCache.open("data/features", "data/split.csv").config.n_mfcc == 13
+    assert leftovers(project / "data") == []
 
 
 KILLED_MODELS = """

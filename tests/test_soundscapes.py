@@ -51,7 +51,9 @@ def run(tmp_path_factory) -> dict:
     cache = FeatureCache.open(root / "features")
     counts = cache.recordings("train")["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"], per_bin=True, parts=list(cache.config.birdnet_parts.values()))
+    stats = feature_stats(
+        cache.frames, spans=cache.spans("train"), per_bin=True, parts=list(cache.config.birdnet_parts.values())
+    )
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -127,3 +129,18 @@ def test_real_frogs_get_no_detection_at_the_calibrated_thresholds(run):
         assert detections(run["bundle"], prediction, None, None) == [], clip.name
     bird = predictor.recording(CLIPS / "audio" / "Vireo_latimeri" / "805338.ogg")
     assert detections(run["bundle"], bird, None, None)  # while a real song is detected
+
+
+def test_predict_equals_evaluate_for_the_default_recipe(run):
+    """The default recipe's kind of bundle (a multi-label head on BirdNET's scores, fused with BirdNET): predict's
+    recording predictions are evaluate's, also at another --hop (the summary then reads evaluate's windows)."""
+    from birdpipe.evaluation.evaluate import evaluate_split
+
+    bundle, cache = run["bundle"], run["cache"]
+    result = evaluate_split(bundle, cache, "test", run["params"].evaluate, "cpu")
+    assert result["metrics"]["parts"]  # fused with BirdNET
+    table = pd.read_csv(CLIPS / "metadata.csv", dtype={"xc_id": str}).set_index("xc_id")
+    files = [CLIPS / table.loc[i, "path"] for i in result["recordings"]["id"]]
+    for hop in (None, 1.5):
+        predicted = Predictor(bundle, PredictOptions(hop_seconds=hop), "cpu").run(files, progress=False)
+        np.testing.assert_allclose(np.stack([r.probs for r in predicted.recordings]), result["probs"], atol=1e-5)

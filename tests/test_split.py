@@ -114,3 +114,21 @@ def test_split_seed_null_follows_the_global_seed_and_set_it_does_not(group_by):
     assert first.equals(_split_with(Params(seed=2, split=fixed), table))
     assert first.equals(_split_with(Params(seed=9, split=follow), table))
     assert not first.equals(_split_with(Params(seed=1, split=SplitParams(group_by=group_by, seed=10)), table))
+
+
+def test_negatives_never_move_a_bird_to_another_split():
+    """Adding no-bird recordings to a grouped split leaves every bird where it was; a negative recorded in a group
+    of birds follows them, the others are split on their own."""
+    from birdpipe.data.labels import NO_BIRD
+
+    birds = manifest({"a": 30, "b": 20, "c": 12}, groups=9)
+    params = SplitParams(group_by=["recordist", "date"])
+    before, _ = split_recordings(birds, params, seed=3)
+    negatives = manifest({NO_BIRD: 20}, groups=30, seed=1).assign(recordist=lambda t: "n" + t["recordist"])
+    negatives.loc[0, ["recordist", "date"]] = birds.loc[0, ["recordist", "date"]].to_numpy()  # one in a bird group
+    after, report = split_recordings(pd.concat([birds, negatives], ignore_index=True), params, seed=3)
+    merged = before.merge(after, on="id", suffixes=("_before", "_after"))
+    assert len(merged) == len(birds) and (merged["split_before"] == merged["split_after"]).all()
+    split_of = dict(zip(after["id"], after["split"], strict=True))
+    assert split_of[negatives.loc[0, "id"]] == split_of[birds.loc[0, "id"]]
+    assert report["negatives"]["train"] > 0 and report["negatives"]["val"] + report["negatives"]["test"] > 0

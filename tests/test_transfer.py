@@ -37,7 +37,9 @@ def _fit_fused_head(root: Path, params, table: pd.DataFrame) -> dict:
     cache = FeatureCache.open(root / "features")
     counts = cache.recordings("train")["label"].value_counts()
     weights = class_weights(cache.species, [int(counts[s]) for s in cache.species], params.weights)
-    stats = feature_stats(cache.arrays["train"], per_bin=True, parts=list(cache.config.birdnet_parts.values()))
+    stats = feature_stats(
+        cache.frames, spans=cache.spans("train"), per_bin=True, parts=list(cache.config.birdnet_parts.values())
+    )
     import os
 
     cwd = os.getcwd()
@@ -139,6 +141,24 @@ def test_pure_noise_is_not_predicted_with_confidence(birdnet_run, tmp_path):
     assert predictor.recording(noise).window_probs.max() < DEFAULT_MIN_CONFIDENCE  # no detection at all
     bird = ROOT / "tests" / "data" / "xc_clips" / "audio" / "Vireo_latimeri" / "805338.ogg"
     assert predictor.recording(bird).window_probs.max() > 0.5  # a real song still is
+
+
+def test_noise_gets_no_detection_even_for_a_species_birdnet_does_not_know(xc_clips_table, tmp_path):
+    """BirdNET's gate silences the species it knows on noise; a species it lacks has only the head to answer, so an
+    over-confident head would show here (one real species renamed to a name BirdNET has no class for)."""
+    table = xc_clips_table.copy()
+    renamed = table["label"] == "Vireo_latimeri"
+    table.loc[renamed, ["label", "scientific_name", "english_name"]] = ["Ignota_birdnetii", "Ignota birdnetii", "-"]
+    run = _fit_fused_head(tmp_path / "unknown", validate_params(HEAD), table)
+    bundle = load_bundle(run["root"] / "models")
+    known = dict(zip(bundle.species, run["cache"].birdnet_known, strict=True))
+    assert known["Ignota_birdnetii"] is np.False_ and sum(known.values()) == 3
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.05 * np.random.default_rng(2).standard_normal(48000 * 9)).astype(np.float32), 48000)
+    result = Predictor(bundle, PredictOptions(), "cpu").recording(noise)
+    column = bundle.species.index("Ignota_birdnetii")
+    assert result.window_probs[:, column].max() < DEFAULT_MIN_CONFIDENCE
+    assert result.window_probs.max() < DEFAULT_MIN_CONFIDENCE
 
 
 @pytest.fixture(scope="module")

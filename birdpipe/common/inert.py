@@ -105,6 +105,10 @@ RULES: list[Rule] = [
     # loss
     Rule("loss.gamma loss.alpha", lambda p: p.loss.name in FOCAL,
          "it is used only with loss.name: focal or focal_bce (now {p.loss.name})"),
+    Rule("loss.name", lambda p: not (p.loss.name in ("logit_adjusted", "balanced_softmax")
+                                     and p.train.sampler == "class_balanced"),
+         "{p.loss.name} adds the log of the species prior the model trains on, and train.sampler: class_balanced "
+         "makes that prior uniform, so the loss is plain cross-entropy (use another sampler, or loss.name: ce)"),
     Rule("loss.tau", lambda p: p.loss.name == "logit_adjusted",
          "it is used only with loss.name: logit_adjusted (now {p.loss.name}; balanced_softmax is tau 1)"),
     Rule("loss.weights", lambda p: p.loss.name in WEIGHTED,
@@ -124,7 +128,7 @@ RULES: list[Rule] = [
          "one process trains (train.devices x train.num_nodes = 1): there is nothing to distribute"),
     Rule("train.step_size train.step_gamma", lambda p: p.train.scheduler == "step",
          "it is used only with train.scheduler: step (now {p.train.scheduler})"),
-    Rule("train.pooling train.bag_windows train.lse_sharpness loss.background_target",
+    Rule("train.pooling train.bag_windows train.lse_sharpness loss.background_target loss.softmax_weight",
          lambda p: p.train.objective == "multilabel", "it is used only with train.objective: multilabel"),
     Rule("train.bag_windows", lambda p: p.train.pooling != "none",
          "it is used only with train.pooling other than none (now none: every window gets its recording's labels)"),

@@ -155,6 +155,11 @@ class FeatureParams(Section):
     dtype: Literal["float16", "float32"] = Field("float16", description="storage type of the feature cache")
     normalize: bool = Field(True, description="standardise inputs with data/feature_stats.json (train)")
     workers: int = Field(0, ge=0, le=256, description="extraction processes, 0 = all cores")
+    store: str | None = Field(
+        None,
+        description="folder of the per-recording feature store shared by every split, seed and experiment (a cache, "
+        "not an output); null = $BIRDPIPE_FEATURE_STORE or ~/.cache/birdpipe/features",
+    )
     birdnet: BirdNETParams = BirdNETParams()
 
     @model_validator(mode="after")
@@ -292,6 +297,13 @@ class LossParams(Section):
     )
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     tau: float = Field(1.0, ge=0.0, le=10.0, description="logit adjustment strength (logit_adjusted)")
+    softmax_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="multilabel: weight of a cross-entropy over the same logits for examples "
+        "that name a species (ranks species against each other for whole-recording summaries); 0 = off",
+    )
     background_target: float = Field(
         0.5,
         ge=0.0,
@@ -663,15 +675,43 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return result
 
 
-def schema_lines(model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
-    """Every key with its default and description, for ``python -m birdpipe params``."""
+_MISSING = object()
+
+
+def type_name(annotation: Any) -> str:
+    """A short, readable type: ``int``, ``float | None``, ``list[str]``, ``'mean' | 'max'``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None and args:
+        if str(origin) in ("typing.Union", "<class 'types.UnionType'>"):
+            return " | ".join(type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def schema_lines(model: type[BaseModel] = Params, prefix: str = "", values: dict[str, Any] | None = None) -> list[str]:
+    """Every key with its type, its value (``values``: params.yaml) and, where that differs, the schema default.
+
+    ``python -m birdpipe params`` prints these: the value is what the stages will run with (the recipe), the
+    default what a key left out of params.yaml gets."""
     lines = []
     for name, field in model.model_fields.items():
         sub = _field_model(model, name)
         key = f"{prefix}{name}"
+        given = (values or {}).get(name, _MISSING) if isinstance(values, dict) else _MISSING
         if sub is not None and get_origin(field.annotation) is None:
-            lines.extend(schema_lines(sub, key + "."))
+            lines.extend(schema_lines(sub, key + ".", given if isinstance(given, dict) else None))
             continue
         default = field.get_default(call_default_factory=True)
-        lines.append(f"{key} = {default!r}  # {field.description or ''}".rstrip(" #"))
+        if isinstance(default, BaseModel):
+            default = default.model_dump()
+        if isinstance(default, tuple):  # as YAML writes it
+            default = list(default)
+        shown = f"{key}: {type_name(field.annotation)} = {default if given is _MISSING else given!r}"
+        if given is not _MISSING and given != default:
+            shown += f"  (default {default!r})"
+        lines.append(f"{shown}  # {field.description or ''}".rstrip(" #"))
     return lines

@@ -4,6 +4,8 @@ Sources (``data.source``):
 - ``synthetic``: the seeded generator in :mod:`birdpipe.data.synthetic.corpus` writes MP3s and a metadata CSV, which
   is then ingested like any other CSV.
 - a folder with one sub-folder per species (BirdCLEF ``train_audio`` style); files are found recursively.
+- a folder holding ``metadata.csv`` (the recommended form of a CSV source: ``dvc status`` then hashes the table
+  and every recording under the folder, so a re-encoded or replaced recording reruns ingest), read as that CSV;
 - a metadata CSV in one of three forms: explicit ``path,label``; BirdCLEF ``primary_label,filename``;
   Xeno-canto API fields (``gen`` + ``sp`` for the label, ``file-name``/``file``/``id`` for the file,
   ``rec``, ``q``, ``date``). Paths resolve relative to the CSV's folder unless absolute. Every other
@@ -19,8 +21,8 @@ clipped samples is listed under the report's warnings. Hidden files (``.DS_Store
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -173,11 +175,23 @@ def read_metadata(csv_path: Path, params: DataParams) -> list[Candidate]:
     return candidates
 
 
+METADATA_CSV = "metadata.csv"
+
+
 def find_candidates(source: str, params: DataParams) -> list[Candidate]:
     path = Path(source).expanduser()
+    if path.is_dir() and (path / METADATA_CSV).is_file():
+        return read_metadata(path / METADATA_CSV, params)
     if path.is_dir():
         return scan_folder(path)
     if path.is_file() and path.suffix.lower() == ".csv":
+        print(
+            "warning: "
+            f"data.source names the table {path.name}: DVC tracks its bytes but not the recordings it names, so a "
+            f"replaced recording leaves ingest up to date; name its folder instead (data.source={path.parent}) "
+            f"when the recordings live under it and the table is called {METADATA_CSV}",
+            file=sys.stderr,
+        )
         return read_metadata(path, params)
     if path.is_file():
         raise IngestError(f"data.source {source!r} is a file but not a .csv metadata table")
@@ -222,11 +236,14 @@ def _recording_id(candidate: Candidate) -> str:
 
 
 def _display_path(path: str) -> str:
-    """Paths relative to the project root when possible, so manifests move with the project."""
+    """A recording inside the project relative to its root (so manifests move with the project), any other one
+    absolute: relative to the working directory, a path outside would depend on where the project runs (inside
+    ``dvc exp run --temp`` it is a temporary copy, ``../../../..``) and break after ``dvc exp apply``."""
+    resolved = Path(path).resolve()
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(Path(path).resolve())
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
 
 
 def ingest(

@@ -27,6 +27,7 @@ import pandas as pd
 
 from birdpipe.common.errors import PipelineError
 from birdpipe.common.params import Params, SplitParams
+from birdpipe.data.labels import NO_BIRD
 
 SPLITS = ("train", "val", "test")
 SYNONYMS = {
@@ -190,7 +191,39 @@ def _column_split(manifest: pd.DataFrame, params: SplitParams) -> pd.Series:
 
 
 def split_recordings(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Return the manifest with a ``split`` column (dropped recordings removed) and a report."""
+    """Return the manifest with a ``split`` column (dropped recordings removed) and a report.
+
+    No-bird negatives are split after the birds and apart from them, so adding or removing negatives never moves
+    a bird recording to another split: a negative of a group (``split.group_by``) that holds birds follows them,
+    the others are split on their own.
+    """
+    negative = (manifest["label"] == NO_BIRD).to_numpy()
+    if not negative.any() or params.column:
+        return _split_birds(manifest, params, seed)
+    result, report = _split_birds(manifest[~negative], params, seed)
+    negatives = manifest[negative].reset_index(drop=True).copy()
+    negatives["split"] = _negative_splits(negatives, result, params, seed)
+    report["negatives"] = {split: int((negatives["split"] == split).sum()) for split in SPLITS}
+    return pd.concat([result, negatives], ignore_index=True), report
+
+
+def _negative_splits(negatives: pd.DataFrame, birds: pd.DataFrame, params: SplitParams, seed: int) -> pd.Series:
+    assignment = pd.Series(index=negatives.index, dtype=object)
+    if params.group_by:
+        groups = _group_keys(negatives, params.group_by)
+        known = dict(zip(_group_keys(birds, params.group_by), birds["split"], strict=True))
+        assignment[groups.isin(known)] = groups[groups.isin(known)].map(known)
+    rest = assignment.isna()
+    if rest.sum() < 3:  # too few to share: they teach "no bird", so train
+        assignment[rest] = "train"
+    elif params.group_by and _group_keys(negatives[rest], params.group_by).nunique() >= 3:
+        assignment[rest] = _grouped_split(negatives[rest], _group_keys(negatives[rest], params.group_by), params, seed)
+    else:
+        assignment[rest] = _plain_split(negatives[rest], params, seed)
+    return assignment.astype(str)
+
+
+def _split_birds(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     manifest = manifest.reset_index(drop=True)
     counts = Counter(manifest["label"])
     report: dict[str, Any] = {"method": "column" if params.column else "grouped" if params.group_by else "stratified"}

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -28,6 +29,7 @@ from birdpipe.evaluation.metrics import classification_metrics
 from birdpipe.features.cache import FeatureCache
 
 SPLITS = ("val", "test")
+MAX_ITER = 2000  # lbfgs iterations of every logistic regression
 
 
 def _probabilities(model: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -45,11 +47,14 @@ def _logistic_regression(
     rare = params.evaluate.rare_threshold
     best: tuple[float, float, Any] | None = None
     tried = {}
+    not_converged = []
     for c in params.baselines.c_grid:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             model.fit(features["train"], labels["train"])
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            not_converged.append(c)  # reported, not hidden: its fit (and so its figures) may move between reruns
         val_probs = _probabilities(model[-1], model[:-1].transform(features["val"]), n_classes)
         score = classification_metrics(labels["val"], val_probs, train_counts, rare)["f1_macro"]
         tried[str(c)] = round(score, 6)
@@ -66,7 +71,12 @@ def _logistic_regression(
         )
         for split in SPLITS
     }
-    return {**scores, "c": chosen_c, "val_f1_macro_by_c": tried}
+    if not_converged:
+        chosen = " (the chosen C)" if chosen_c in not_converged else ""
+        listed = ", ".join(f"{c:g}" for c in not_converged)
+        print(f"warning: logistic regression did not converge in {MAX_ITER} iterations for C = {listed}{chosen}",
+              file=sys.stderr)  # fmt: skip
+    return {**scores, "c": chosen_c, "val_f1_macro_by_c": tried, "not_converged_c": not_converged}
 
 
 def mean_embeddings(cache: FeatureCache, split: str) -> np.ndarray:

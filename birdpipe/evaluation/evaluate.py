@@ -1,8 +1,9 @@
 """Evaluation of a trained bundle on the cached val and test splits.
 
-Per recording (the study's unit): window probabilities aggregated as ``evaluate.aggregate`` says (the same
-code ``predict`` uses); per window: every window labelled with its recording's species. Metric names are
-stable (``test.f1_macro``, ``test.window.f1_macro``, ...) so ``dvc metrics diff`` compares experiments.
+Per recording (the study's unit): window probabilities aggregated as the bundle says (``evaluate.aggregate``
+when it was trained; the same code ``predict`` uses); per window: every window labelled with its recording's
+species. Metric names are stable (``test.f1_macro``, ``test.window.f1_macro``, ...) so ``dvc metrics diff``
+compares experiments.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def evaluate_split(
     window_probs = window_probabilities(bundle.model, dataset, params.batch_size, device, f"evaluate {split}",
                                         multilabel)  # fmt: skip
     window_recording = dataset.window_recording
-    probs = recording_probabilities(window_probs, window_recording, len(recordings), params.aggregate, params.topk,
+    how, topk = bundle.info["aggregate"], bundle.info.get("topk", 3)  # the inference contract, as predict reads it
+    probs = recording_probabilities(window_probs, window_recording, len(recordings), how, topk,
                                     multilabel)  # fmt: skip
     species = bundle.species
     train_counts = np.array([bundle.info["train_counts"][s] for s in species])

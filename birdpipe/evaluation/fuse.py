@@ -28,8 +28,8 @@ from birdpipe.bundle import Bundle
 from birdpipe.common.params import Params
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import recording_windows_logits, window_probabilities
-from birdpipe.evaluation.fusion import fit_fusion, fuse_window_scores
-from birdpipe.evaluation.metrics import aggregate, classification_metrics, recording_probabilities
+from birdpipe.evaluation.fusion import cross_fit_fusion, fit_fusion, fuse_window_scores
+from birdpipe.evaluation.metrics import classification_metrics, recording_probabilities
 from birdpipe.evaluation.soundscape_metrics import soundscape_metrics
 from birdpipe.evaluation.thresholds import fit_thresholds
 from birdpipe.features.cache import FeatureCache
@@ -67,13 +67,14 @@ def _recording_fusion(bundle: Bundle, cache: FeatureCache, params: Params, devic
     dataset = EvalWindows(cache.arrays["val"], val, bundle.window_frames, bundle.hop_frames)
     window_probs = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val",
                                         bundle.multilabel)  # fmt: skip
-    evaluate = params.evaluate
-    probs = recording_probabilities(window_probs, dataset.window_recording, len(val), evaluate.aggregate,
-                                    evaluate.topk, bundle.multilabel)  # fmt: skip
+    probs = recording_probabilities(window_probs, dataset.window_recording, len(val), bundle.info["aggregate"],
+                                    bundle.info.get("topk", 3), bundle.multilabel)  # fmt: skip
     options = params.model.fusion
-    fusion, scores = fit_fusion(probs, cache.birdnet_logits["val"], val[["start", "stop"]].to_numpy(), known,
-                                val["label_index"].to_numpy(), options.poolings, options.weights)  # fmt: skip
-    return {"applicable": True, **fusion.to_dict(), "val_candidates": scores}
+    logits, bounds = cache.birdnet_logits["val"], val[["start", "stop"]].to_numpy()
+    labels = val["label_index"].to_numpy()
+    fusion, scores = fit_fusion(probs, logits, bounds, known, labels, options.poolings, options.weights)
+    honest = cross_fit_fusion(probs, logits, bounds, known, labels, options.poolings, options.weights, seed=params.seed)
+    return {"applicable": True, **fusion.to_dict(), "val_candidates": scores, "cross_fit": honest}
 
 
 def _window_weight_on_recordings(bundle: Bundle, cache: FeatureCache, params: Params, device: str) -> dict[str, Any]:
@@ -86,8 +87,8 @@ def _window_weight_on_recordings(bundle: Bundle, cache: FeatureCache, params: Pa
     candidates = {}
     for weight in params.model.fusion.weights:
         fused = fuse_window_scores(scores, logits, cache.birdnet_known, weight)
-        probs = aggregate(fused, dataset.window_recording, len(val), params.evaluate.aggregate, params.evaluate.topk,
-                          normalize=False)  # fmt: skip
+        probs = recording_probabilities(fused, dataset.window_recording, len(val), bundle.info["aggregate"],
+                                        bundle.info.get("topk", 3), multilabel=True)  # fmt: skip
         candidates[f"w={weight:g}"] = classification_metrics(labels, probs, counts, 1)["f1_macro"]
     return {"fitted_on": "val recordings (F1-macro)", "candidates": candidates}
 

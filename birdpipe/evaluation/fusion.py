@@ -112,6 +112,45 @@ def fit_fusion(
     return best[2], scores
 
 
+def cross_fit_fusion(
+    model_probs: np.ndarray,
+    frame_logits: np.ndarray,
+    bounds: np.ndarray,
+    known: np.ndarray,
+    y_true: np.ndarray,
+    poolings: Sequence[str] = ("mean",),
+    weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Val F1-macro of the fusion with its pooling and weight chosen on the other folds (out-of-fold).
+
+    The fusion kept in the bundle is fitted on all of val; its val score is optimistic, since the same recordings
+    chose it. This score is not: each fold is fused with the candidate chosen on the remaining folds, so it is the
+    number to compare recipes by. Returns the out-of-fold F1-macro, the model alone and each fold's choice."""
+    from sklearn.model_selection import KFold
+
+    from birdpipe.evaluation.metrics import classification_metrics
+
+    n = len(y_true)
+    folds = max(2, min(folds, n))
+    fused = np.zeros_like(model_probs, dtype=np.float64)
+    chosen = []
+    for fit_rows, held in KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)):
+        fit_bounds, held_bounds = bounds[fit_rows], bounds[held]
+        fusion, _ = fit_fusion(model_probs[fit_rows], frame_logits, fit_bounds, known, y_true[fit_rows], poolings,
+                               weights)  # fmt: skip
+        fused[held] = fusion.probs(model_probs[held], fusion.pooled(frame_logits, held_bounds, known), known)
+        chosen.append(fusion.to_dict())
+    counts = np.ones(model_probs.shape[1])
+    return {
+        "folds": folds,
+        "val_f1_macro": round(classification_metrics(y_true, fused, counts, 1)["f1_macro"], 6),
+        "val_f1_macro_model": round(classification_metrics(y_true, model_probs, counts, 1)["f1_macro"], 6),
+        "fold_choices": chosen,
+    }
+
+
 # ------------------------------------------------------------------------------- multi-label (windows)
 # A multi-label model gives every window an independent sigmoid score per species, as BirdNET does. Fusion is
 # then per window and per species, in logit space: for a species BirdNET knows,

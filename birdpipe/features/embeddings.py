@@ -62,7 +62,10 @@ def _embedder() -> birdnet.BirdNETEmbedder:
     return birdnet.BirdNETEmbedder(threads=1)  # one per process: the features stage runs a process per core
 
 
-def _logit_columns(logits: np.ndarray, columns: list[int | None]) -> np.ndarray:
+def _logit_columns(logits: np.ndarray, columns: list[int | None] | None) -> np.ndarray:
+    """The logits of ``columns`` (0 for a species BirdNET lacks: None); all of BirdNET's classes for ``None``."""
+    if columns is None:
+        return np.asarray(logits, dtype=np.float32)
     out = np.zeros((logits.shape[0], len(columns)), dtype=np.float32)
     known = [i for i, c in enumerate(columns) if c is not None]
     if known:
@@ -82,7 +85,9 @@ def window_inputs(embeddings: np.ndarray, logits: np.ndarray, parts: Iterable[st
 class BirdNETStream:
     """Audio blocks at 48 kHz -> (features (n, 1, bins) rounded to the cache dtype, logits (n, species))."""
 
-    def __init__(self, config: Any, columns: list[int | None], embedder: birdnet.BirdNETEmbedder | None = None):
+    def __init__(
+        self, config: Any, columns: list[int | None] | None, embedder: birdnet.BirdNETEmbedder | None = None
+    ) -> None:
         self.config = config
         self.columns = columns
         self.embedder = embedder or _embedder()
@@ -105,9 +110,10 @@ class BirdNETStream:
 
 
 def extract_birdnet(
-    path: str, config: Any, max_seconds: float, columns: list[int | None]
+    path: str, config: Any, max_seconds: float | None, columns: list[int | None] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Window inputs (frames, 1, bins), the MFCC summary for the baseline, and BirdNET logits of one recording."""
+    """Window inputs (frames, 1, bins), the MFCC summary for the baseline, and BirdNET logits of one recording (of
+    ``columns``, or of all BirdNET's classes for None)."""
     from birdpipe.data.audio import AudioError, stream_audio
     from birdpipe.features.spectral import FeatureConfig, _extractor
 

@@ -149,7 +149,7 @@ def _load_config(config_class: type, source: str, model_class: type) -> Any:
     try:
         with _quiet(local):
             config = config_class.from_pretrained(source)
-    except Exception as exc:  # any failure to fetch or read config.json means there is nothing to load
+    except (OSError, ValueError) as exc:  # unreachable or missing (OSError), unreadable JSON or config (ValueError)
         if local:
             raise _folder_error(source, f"could not be read ({_first_line(exc)})") from exc
         raise _fetch_error(source, model_class, exc) from exc

@@ -258,6 +258,8 @@ def add_parser(commands: Any, handler: Callable[[argparse.Namespace], int]) -> N
                 help="one experiment per seed (split and training), named <prefix><phase>_s<seed>",
             )
         p.set_defaults(handler=handler)
+    pin = sub.add_parser("pin", help="write every phase's fully resolved params to phases.lock.yaml", parents=[common])
+    pin.set_defaults(handler=handler)
     report = sub.add_parser("report", help="render reports/phases.md from the experiments", parents=[common])
     report.add_argument("--out", default=REPORT, help=f"Markdown file (default {REPORT})")
     report.add_argument("--prefix", default="", help="only experiments named <prefix><phase>")
@@ -288,6 +290,12 @@ def main(args: argparse.Namespace) -> int:
                 + (f"\n    offline: {phase.offline}" if phase.offline else "")
                 + f"\n    study: {study}"
             )
+        return 0
+    if args.action == "pin":
+        from birdpipe.reports.pins import LOCK_FILE, write_pins
+
+        pinned = write_pins(LOCK_FILE, args.file)
+        print(f"wrote {LOCK_FILE}: {len(pinned)} phases")
         return 0
     if args.action == "report":
         results = experiments_from_dvc()

@@ -21,6 +21,7 @@ from birdpipe.reports.experiments import Phase, experiments_from_dvc
 
 COLUMNS = (  # header, metric key (a model's own; a baseline's under baselines.<name>.)
     ("val F1-macro", "val.f1_macro"),
+    ("val F1 cross-fit", "val_f1_macro_crossfit"),  # fused, fusion chosen on the other val folds (fuse stage)
     ("F1-macro", "test.f1_macro"),
     ("accuracy", "test.accuracy"),
     ("mAP", "test.map"),
@@ -31,7 +32,7 @@ BASELINES = {
     "majority": "majority class",
     "mfcc_logreg": "MFCC stats + logistic regression",
     "birdnet_zero_shot": "BirdNET zero-shot (no training)",
-    "birdnet_logreg": "BirdNET embedding + logistic regression",
+    "birdnet_logreg": "BirdNET features + logistic regression",
 }
 
 

@@ -30,8 +30,9 @@ from birdpipe.common.params import FeatureParams
 from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AudioError
 from birdpipe.features import birdnet
-from birdpipe.features.cache import _extract_job, _init_worker, _write_npy
+from birdpipe.features.cache import _init_worker, _species_logits, _write_npy
 from birdpipe.features.spectral import FeatureConfig
+from birdpipe.features.store import extract
 
 SPLITS = ("val", "test")
 
@@ -47,6 +48,16 @@ def soundscape_config(params: FeatureParams, hop_seconds: float) -> FeatureConfi
 def same_inputs(a: FeatureConfig, b: FeatureConfig) -> bool:
     """Two configs give the same model inputs per frame (their frame hop may differ)."""
     return dataclasses.replace(a, hop_length=0) == dataclasses.replace(b, hop_length=0)
+
+
+def _feature_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(model inputs, BirdNET's logits of the label set (BirdNET inputs) or None, error) of a whole soundscape."""
+    path, config, columns = job
+    try:
+        features, _, logits = extract(path, config, None, 0, 4.0)
+    except AudioError as exc:
+        return None, None, exc.reason
+    return features, None if logits is None else _species_logits(logits, columns), None
 
 
 def _logit_job(job: tuple[str, int, list[int | None]]) -> tuple[np.ndarray | None, str | None]:
@@ -78,7 +89,7 @@ def build_soundscape_cache(
     columns = birdnet.match_species(species, names)
     hop_samples = round(hop_seconds * birdnet.SAMPLE_RATE)
     ordered = pd.concat([files[files["split"] == split] for split in SPLITS]).reset_index(drop=True)
-    feature_jobs = [(str(path), config, None, 0, 4.0, columns) for path in ordered["path"]]
+    feature_jobs = [(str(path), config, columns) for path in ordered["path"]]
     logit_jobs = [] if config.kind == "birdnet" else [(str(path), hop_samples, columns) for path in ordered["path"]]
     rows, offsets, logit_offsets = [], dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
     with atomic_path(out_dir) as tmp:
@@ -86,11 +97,11 @@ def build_soundscape_cache(
         handles = {s: (tmp / f"{s}.raw").open("wb") for s in SPLITS}
         logit_handles = {s: (tmp / f"{s}.logits.raw").open("wb") for s in SPLITS}
         with ProcessPoolExecutor(max_workers=cpu_workers(params.workers), initializer=_init_worker) as pool:
-            features = pool.map(_extract_job, feature_jobs, chunksize=1)
+            features = pool.map(_feature_job, feature_jobs, chunksize=1)
             logits = pool.map(_logit_job, logit_jobs, chunksize=1) if logit_jobs else None
             bar = tqdm(total=len(ordered), desc="soundscapes: features", unit="file", disable=not progress or None)
             for row in ordered.itertuples():
-                frames, _, frame_logits, error = next(features)
+                frames, frame_logits, error = next(features)
                 if logits is not None and error is None:
                     frame_logits, error = next(logits)
                 if error is not None:

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from birdpipe.common.params import AugmentParams
+from birdpipe.common.errors import PipelineError
+from birdpipe.common.params import AugmentParams, Params
+from birdpipe.features.cache import FeatureCache
 
 
 class NoiseBank:
@@ -97,7 +101,7 @@ class Augmenter:
         return torch.rand(batch) < probability
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
-        g = (torch.rand(x.shape[0]) * 2.0 - 1.0) * self.params.gain_db
+        g = (torch.rand(x.shape[0], device=x.device) * 2.0 - 1.0) * self.params.gain_db  # on the batch's device
         if self.kind == "logmel":
             return x + g.view(-1, 1, 1, 1)
         x = x.clone()
@@ -150,3 +154,31 @@ class Augmenter:
             soft = F.one_hot(labels, self.n_classes).float() if labels.dim() == 1 else labels.float()
             x, target = mixup(x, soft, self.params.mixup.alpha)
         return x, target
+
+
+def noise_bank(params: Params, cache: FeatureCache, train: pd.DataFrame) -> NoiseBank | None:
+    noise = params.augment.noise
+    if noise.p <= 0:
+        return None
+    if noise.source == "recordings":
+        return NoiseBank(cache.arrays["train"], list(zip(train["start"], train["stop"], strict=True)))
+    from birdpipe.data.audio import AUDIO_EXTENSIONS, AudioError
+    from birdpipe.features.spectral import extract_recording
+
+    folder = Path(noise.folder)
+    clips = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if folder.is_dir() else []
+    if not clips:
+        raise PipelineError(f"augment.noise.folder {folder} holds no audio clips ({', '.join(AUDIO_EXTENSIONS)})")
+    arrays, spans, offset = [], [], 0
+    for clip in clips:
+        try:
+            features, _ = extract_recording(str(clip), cache.config, max_seconds=600.0)
+        except AudioError as exc:
+            print(f"noise clip skipped: {exc}")
+            continue
+        arrays.append(features.astype(np.float32))
+        spans.append((offset, offset + features.shape[0]))
+        offset += features.shape[0]
+    if not arrays:
+        raise PipelineError(f"no clip in augment.noise.folder {folder} could be decoded")
+    return NoiseBank(np.concatenate(arrays), spans)

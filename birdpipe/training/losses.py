@@ -25,6 +25,11 @@ binary decision per species, summed over species and averaged over the batch:
 - ``focal_bce`` (Lin et al. 2017 in its original binary form): ``bce`` times (1 - s_t)^gamma, s_t the
   probability given to the target's side; ``loss.alpha`` a scalar weighs positives alpha and negatives
   1 - alpha, a weight method weighs species
+
+With ``loss.softmax_weight`` > 0 a cross-entropy over the same logits is added for the examples that name a
+species (targets normalised to a distribution; negatives add nothing): the sigmoid scores still say "none" or
+"several", and the logits also rank the species against each other, which a whole recording's summary (one
+species named) needs.
 """
 
 from __future__ import annotations
@@ -94,11 +99,13 @@ class MultilabelLoss(nn.Module):
         class_weights: torch.Tensor | None = None,
         alpha: float | torch.Tensor | None = None,
         gamma: float = 0.0,
+        softmax_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.name = name
         self.n_classes = n_classes
         self.gamma = gamma
+        self.softmax_weight = softmax_weight
         self.scalar_alpha = float(alpha) if isinstance(alpha, (int, float)) else None
         self.register_buffer("class_weights", class_weights)
         self.register_buffer("alpha", alpha if isinstance(alpha, torch.Tensor) else None)
@@ -119,7 +126,14 @@ class MultilabelLoss(nn.Module):
                 term = term * (self.scalar_alpha * q + (1.0 - self.scalar_alpha) * (1.0 - q))
         if self.class_weights is not None:
             term = term * self.class_weights
-        return term.sum(dim=1).mean()
+        loss = term.sum(dim=1).mean()
+        if self.softmax_weight > 0:  # the same logits ranked against each other where a species is named
+            mass = q.sum(dim=1, keepdim=True)
+            named = mass.squeeze(1) > 0
+            if named.any():
+                ce = -(q[named] / mass[named] * F.log_softmax(logits[named], dim=1)).sum(dim=1)
+                loss = loss + self.softmax_weight * ce.sum() / q.shape[0]
+        return loss
 
 
 def build_loss(
@@ -144,7 +158,7 @@ def build_loss(
         alpha = method_weights(params.alpha) if isinstance(params.alpha, str) else params.alpha
         focal = params.name == "focal_bce"
         return MultilabelLoss(params.name, n_classes, class_weights=weights, alpha=alpha if focal else None,
-                              gamma=params.gamma if focal else 0.0)  # fmt: skip
+                              gamma=params.gamma if focal else 0.0, softmax_weight=params.softmax_weight)  # fmt: skip
     if params.name == "weighted_ce":
         return ClassificationLoss("weighted_ce", n_classes, class_weights=method_weights(params.weights),
                                   label_smoothing=params.label_smoothing)  # fmt: skip

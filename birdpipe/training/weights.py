@@ -83,22 +83,25 @@ def feature_stats(
     chunk_frames: int = 65536,
     per_bin: bool = False,
     parts: list[tuple[int, int]] | None = None,
+    spans: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Per-channel mean and std over every training frame and bin (float64 accumulation, in chunks).
 
     With ``per_bin`` also ``bin_mean`` / ``bin_std`` (channels x bins): embeddings are standardised per
     dimension, since each dimension has a scale of its own. ``parts`` are bin ranges (start, stop) of
     inputs with scales of their own (a BirdNET embedding beside BirdNET's scores): each gets its own std floor.
+    ``spans``: the frame ranges (start, stop) of the training recordings in ``train`` (default: all of it).
     """
     channels, bins = train.shape[1], train.shape[2]
     total = np.zeros((channels, bins))
     total_sq = np.zeros((channels, bins))
     frames = 0
-    for start in range(0, train.shape[0], chunk_frames):
-        block = np.asarray(train[start : start + chunk_frames], dtype=np.float64)
-        total += block.sum(axis=0)
-        total_sq += np.square(block).sum(axis=0)
-        frames += block.shape[0]
+    for first, last in spans if spans is not None else [(0, train.shape[0])]:
+        for start in range(first, last, chunk_frames):
+            block = np.asarray(train[start : min(start + chunk_frames, last)], dtype=np.float64)
+            total += block.sum(axis=0)
+            total_sq += np.square(block).sum(axis=0)
+            frames += block.shape[0]
     if frames == 0:
         raise ValueError("the training split has no frames")
     count = frames * bins
@@ -107,7 +110,7 @@ def feature_stats(
     stats: dict[str, Any] = {
         "mean": [round(float(m), 6) for m in mean],
         "std": [round(float(max(s, 1e-6)), 6) for s in std],
-        "frames": int(train.shape[0]),
+        "frames": int(frames),
         "values_per_channel": int(count),
     }
     if per_bin:
