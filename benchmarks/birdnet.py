@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from birdpipe.birdnet.runtime import DEFAULT_BATCH_SIZE, SAMPLE_RATE, WINDOW_SAMPLES, BirdNETEmbedder, WindowStream
 from birdpipe.data.audio import stream_audio
-from birdpipe.features.birdnet import DEFAULT_BATCH_SIZE, SAMPLE_RATE, WINDOW_SAMPLES, BirdNETEmbedder, WindowStream
 
 # The same recordings as benchmarks/run.py (not imported from there: it loads torch, which would inflate memory).
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xc_puerto_rico"

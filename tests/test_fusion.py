@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from birdpipe.birdnet.zero_shot import pool_logits, zero_shot_probs
 from birdpipe.common.params import ModelParams, ParamsError, validate_params
-from birdpipe.evaluation.fusion import Fusion, cross_fit_fusion, fit_fusion, pool_logits, zero_shot_probs
+from birdpipe.evaluation.fusion import Fusion, cross_fit_fusion, fit_fusion
 from birdpipe.models import InputShape, Standardize, build_model
 
 
@@ -93,11 +94,11 @@ def test_cross_fitted_val_score_is_out_of_fold_and_not_optimistic():
     assert again == honest
 
 
-def test_embedding_heads_standardise_each_dimension_inside_the_model():
+def test_birdnet_heads_standardise_each_dimension_inside_the_model():
     shape = InputShape(1, 16, 1)
     mean = [[float(i) for i in range(16)]]
     std = [[2.0] * 16]
-    for name, hidden in (("embedding_linear", None), ("embedding_mlp", 32)):
+    for name, hidden in (("birdnet_linear", None), ("birdnet_mlp", 32)):
         params = ModelParams(name=name, embedding={"hidden_size": hidden or 512, "dropout": 0.0})
         model = build_model(params, 5, shape, mean, std).eval()
         assert isinstance(model.standardize, Standardize) and model.standardize.mean.shape == (1, 1, 16, 1)
@@ -108,20 +109,26 @@ def test_embedding_heads_standardise_each_dimension_inside_the_model():
         assert head_in == (16 if hidden is None else 32)
 
 
-def test_embedding_models_and_birdnet_features_go_together():
+def test_heads_under_their_former_names_still_load():
+    former = validate_params({"features": {"kind": "birdnet"},
+                              "model": {"name": "embedding_mlp", "embedding": {"hidden_size": 64}}})  # fmt: skip
+    assert former.model.name == "birdnet_mlp" and former.model.head.hidden_size == 64
+
+
+def test_birdnet_models_and_birdnet_features_go_together():
     with pytest.raises(ParamsError, match="go together"):
-        validate_params({"model": {"name": "embedding_mlp"}})
+        validate_params({"model": {"name": "birdnet_mlp"}})
     with pytest.raises(ParamsError, match="go together"):
         validate_params({"features": {"kind": "birdnet"}})
     with pytest.raises(ParamsError, match="act on spectrograms"):
         validate_params(
-            {"features": {"kind": "birdnet"}, "model": {"name": "embedding_mlp"}, "augment": {"gain_db": 6.0}}
+            {"features": {"kind": "birdnet"}, "model": {"name": "birdnet_mlp"}, "augment": {"gain_db": 6.0}}
         )
     with pytest.raises(ParamsError, match=r"needs features\.kind: birdnet"):
         validate_params({"model": {"fusion": {"method": "birdnet"}}})
     with pytest.raises(ParamsError, match=r"model\.fusion\.weights"):
         validate_params({"model": {"fusion": {"weights": [0.5, 2.0]}}})
     ok = validate_params(
-        {"features": {"kind": "birdnet"}, "model": {"name": "embedding_linear", "fusion": {"method": "birdnet"}}}
+        {"features": {"kind": "birdnet"}, "model": {"name": "birdnet_linear", "fusion": {"method": "birdnet"}}}
     )
     assert ok.features.birdnet.hop_seconds == 3.0

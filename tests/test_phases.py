@@ -257,7 +257,7 @@ def test_phases_cli_lists_phases_and_prints_dry_run_commands(monkeypatch, capsys
         assert words[6::2] == ["-S"] * len(words[7::2])  # every override is an -S pair
         sets = dict(item.split("=", 1) for item in words[7::2])
         assert sets == {**{k: hydra_value(v) for k, v in expected.items()}, "seed": str(seed)}
-    assert "model.name=embedding_mlp" in lines[0] and "--queue" not in lines[0] and "--force" not in lines[0]
+    assert "model.name=birdnet_mlp" in lines[0] and "--queue" not in lines[0] and "--force" not in lines[0]
 
     assert main(["phases", "queue", "transfer_birdnet_mlp", "--dry-run", "--force"]) == 0
     assert capsys.readouterr().out.split()[4:7] == ["transfer_birdnet_mlp", "--queue", "--force"]

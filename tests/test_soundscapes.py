@@ -28,7 +28,7 @@ CLIPS = ROOT / "tests" / "data" / "xc_clips"
 NO_BIRD = ROOT / "tests" / "data" / "no_bird"
 PARAMS = {
     "features": {"kind": "birdnet", "max_seconds": 12.0, "workers": 1, "birdnet": {"inputs": "scores"}},
-    "model": {"name": "embedding_linear", "embedding": {"dropout": 0.2}, "fusion": {"method": "birdnet"}},
+    "model": {"name": "birdnet_linear", "head": {"dropout": 0.2}, "fusion": {"method": "birdnet"}},
     "train": {"objective": "multilabel", "epochs": 25, "window_seconds": 3.0, "hop_seconds": 3.0, "batch_size": 16,
               "windows_per_recording": 8, "threads": 2, "lr": 0.003, "sampler": "sqrt"},
     "loss": {"name": "bce"},

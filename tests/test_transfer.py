@@ -23,7 +23,7 @@ from birdpipe.training.weights import class_weights, feature_stats
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = {
     "features": {"kind": "birdnet", "max_seconds": 12.0, "workers": 1},
-    "model": {"name": "embedding_mlp", "embedding": {"hidden_size": 64, "dropout": 0.1},
+    "model": {"name": "birdnet_mlp", "head": {"hidden_size": 64, "dropout": 0.1},
               "fusion": {"method": "birdnet"}},
     "train": {"epochs": 25, "window_seconds": 3.0, "hop_seconds": 3.0, "batch_size": 16,
               "windows_per_recording": 8, "threads": 2, "lr": 0.003},
@@ -171,7 +171,7 @@ def scores_run(tmp_path_factory, xc_clips_table):
 def test_scores_sit_beside_the_embedding_as_log_confidences(birdnet_run, scores_run):
     from scipy.special import log_expit
 
-    from birdpipe.features import birdnet
+    from birdpipe.birdnet import runtime as birdnet
 
     plain, both = birdnet_run["cache"], scores_run["cache"]
     assert both.config.birdnet_parts == {"embedding": (0, 1024), "scores": (1024, 1024 + 6522)}

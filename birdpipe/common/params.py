@@ -234,11 +234,11 @@ class ASTParams(Section):
         return self
 
 
-class EmbeddingHeadParams(Section):
-    """Heads on pretrained embeddings (model.name: embedding_linear | embedding_mlp)."""
+class BirdNETHeadParams(Section):
+    """Heads on BirdNET's window inputs, embedding and/or scores (model.name: birdnet_linear | birdnet_mlp)."""
 
-    hidden_size: int = Field(512, ge=8, le=8192, description="hidden units of embedding_mlp")
-    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout on the embedding (both heads) and hidden layer")
+    hidden_size: int = Field(512, ge=8, le=8192, description="hidden units of birdnet_mlp")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout on the inputs (both heads) and hidden layer")
 
 
 class FusionParams(Section):
@@ -264,9 +264,12 @@ class FusionParams(Section):
         return value
 
 
+RENAMED_HEADS = {"embedding_linear": "birdnet_linear", "embedding_mlp": "birdnet_mlp"}
+
+
 class ModelParams(Section):
-    name: Literal["audio_cnn", "audio_cnn_v2", "audio_vit", "ast", "embedding_linear", "embedding_mlp"] = Field(
-        "audio_cnn", description="CNNs and transformers on spectrograms; embedding_* heads on features.kind birdnet"
+    name: Literal["audio_cnn", "audio_cnn_v2", "audio_vit", "ast", "birdnet_linear", "birdnet_mlp"] = Field(
+        "audio_cnn", description="CNNs and transformers on spectrograms; birdnet_* heads on features.kind birdnet"
     )
     dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout before the classifier")
     pretrained: str | None = Field(
@@ -274,8 +277,22 @@ class ModelParams(Section):
     )
     vit: ViTParams = ViTParams()
     ast: ASTParams = ASTParams()
-    embedding: EmbeddingHeadParams = EmbeddingHeadParams()
+    head: BirdNETHeadParams = BirdNETHeadParams()
     fusion: FusionParams = FusionParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data: Any) -> Any:
+        """Bundles and params files written before the heads were renamed (embedding_linear, embedding_mlp and the
+        section model.embedding) still load: their heads read BirdNET's scores as often as its embedding."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("name") in RENAMED_HEADS:
+            data["name"] = RENAMED_HEADS[data["name"]]
+        if "embedding" in data and "head" not in data:
+            data["head"] = data.pop("embedding")
+        return data
 
 
 # --------------------------------------------------------------------------------------------- loss
@@ -554,10 +571,10 @@ class Params(Section):
             raise ValueError("augment.noise.source: folder needs augment.noise.folder")
         if self.model.name == "ast" and self.features.kind != "logmel":
             raise ValueError("model.name: ast needs features.kind: logmel (AST reads time x mel spectrograms)")
-        embedding_model = self.model.name.startswith("embedding_")
+        embedding_model = self.model.name.startswith("birdnet_")
         if embedding_model != (self.features.kind == "birdnet"):
             raise ValueError(
-                "model.name embedding_linear / embedding_mlp and features.kind: birdnet go together "
+                "model.name birdnet_linear / birdnet_mlp and features.kind: birdnet go together "
                 f"(now model.name: {self.model.name}, features.kind: {self.features.kind}); {_TO_A_CNN}"
             )
         if self.model.fusion.method == "birdnet" and self.features.kind != "birdnet":
@@ -577,7 +594,7 @@ class Params(Section):
             if spectral:
                 raise ValueError(
                     f"{', '.join(spectral)} act on spectrograms, not on BirdNET embeddings: set them to 0 with "
-                    "features.kind: birdnet (augment.mixup and model.embedding.dropout work on embeddings)"
+                    "features.kind: birdnet (augment.mixup and model.head.dropout work on embeddings)"
                 )
         if self.train.hop_seconds > self.train.window_seconds:
             raise ValueError("train.hop_seconds must not exceed train.window_seconds")

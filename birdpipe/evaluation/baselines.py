@@ -97,7 +97,7 @@ def birdnet_baselines(
     cache: FeatureCache, labels: dict[str, np.ndarray], train_counts: np.ndarray, params: Params
 ) -> dict[str, Any]:
     """BirdNET's own classifier (window logits averaged) and logistic regression on its mean embeddings."""
-    from birdpipe.evaluation.fusion import pool_logits, zero_shot_probs
+    from birdpipe.birdnet.zero_shot import pool_logits, zero_shot_probs
 
     known = cache.birdnet_known
     n_classes = len(cache.species)

@@ -120,7 +120,8 @@ def fuse(
     probs: np.ndarray, cache: FeatureCache, split: str, recordings: pd.DataFrame, fusion: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fused recording probabilities of a split, and BirdNET's zero-shot ones under the fitted pooling."""
-    from birdpipe.evaluation.fusion import Fusion, zero_shot_probs
+    from birdpipe.birdnet.zero_shot import zero_shot_probs
+    from birdpipe.evaluation.fusion import Fusion
 
     known = cache.birdnet_known
     fitted = Fusion.from_dict(fusion)

@@ -93,7 +93,7 @@ def build_cache(
     birdnet_info: dict[str, Any] | None = None
     columns: list[int | None] = []
     if config.kind == "birdnet":
-        from birdpipe.features.embeddings import species_columns
+        from birdpipe.birdnet.inputs import species_columns
 
         birdnet_info = species_columns(species, table)
         columns = birdnet_info.pop("columns")
@@ -169,9 +169,9 @@ def build_cache(
 
 def _species_logits(logits: np.ndarray, columns: list[int | None]) -> np.ndarray:
     """BirdNET's logits of the cache's species (0 for those it lacks) from the logits of all its classes."""
-    from birdpipe.features.embeddings import _logit_columns
+    from birdpipe.birdnet.inputs import logit_columns
 
-    return np.ascontiguousarray(_logit_columns(logits, columns), dtype=np.float32)
+    return np.ascontiguousarray(logit_columns(logits, columns), dtype=np.float32)
 
 
 def background_labels(table: pd.DataFrame, species: list[str], names: dict[str, str] | None = None) -> dict[Any, str]:

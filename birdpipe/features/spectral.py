@@ -64,7 +64,7 @@ class FeatureConfig:
     @classmethod
     def from_params(cls, params: FeatureParams) -> FeatureConfig:
         if params.kind == "birdnet":  # what BirdNET embeddings depend on, and the model file's checksum
-            from birdpipe.features import birdnet
+            from birdpipe.birdnet import runtime as birdnet
 
             return cls(
                 kind="birdnet",
@@ -99,7 +99,7 @@ class FeatureConfig:
     @property
     def birdnet_parts(self) -> dict[str, tuple[int, int]]:
         """kind birdnet: the bins (start, stop) of the embedding and of the scores in each cache frame."""
-        from birdpipe.features.birdnet import EMBEDDING_SIZE, N_CLASSES
+        from birdpipe.birdnet.runtime import EMBEDDING_SIZE, N_CLASSES
 
         inputs = self.birdnet_inputs or "embedding"
         if inputs not in ("embedding", "scores", "both"):

@@ -59,7 +59,7 @@ def extract(
     """(features in the storage dtype, MFCC summary, BirdNET's logits for all its classes or None) of a recording;
     AudioError when it cannot be turned into features."""
     if config.kind == "birdnet":
-        from birdpipe.features.embeddings import extract_birdnet  # BirdNET's runtime only when asked for
+        from birdpipe.birdnet.inputs import extract_birdnet  # BirdNET's runtime only when asked for
 
         return extract_birdnet(path, config, max_seconds, None)
     features, summary = extract_recording(path, config, max_seconds, activity_windows, activity_seconds)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from birdpipe.common.params import ModelParams
+from birdpipe.models.birdnet_head import BirdNETHead
 from birdpipe.models.cnn import AudioCNN, AudioCNNv2
-from birdpipe.models.embedding import EmbeddingHead
 from birdpipe.models.shapes import InputShape
 
 
@@ -60,9 +60,9 @@ def build_network(
         return AudioCNN(n_classes, shape.channels, dropout=params.dropout)
     if params.name == "audio_cnn_v2":
         return AudioCNNv2(n_classes, shape.channels, dropout=params.dropout)
-    if params.name in ("embedding_linear", "embedding_mlp"):
-        hidden = params.embedding.hidden_size if params.name == "embedding_mlp" else None
-        return EmbeddingHead(n_classes, shape.channels * shape.bins, hidden, params.embedding.dropout)
+    if params.name in ("birdnet_linear", "birdnet_mlp"):
+        hidden = params.head.hidden_size if params.name == "birdnet_mlp" else None
+        return BirdNETHead(n_classes, shape.channels * shape.bins, hidden, params.head.dropout)
     from birdpipe.models import hf  # transformers is imported only when a transformer is asked for
 
     if params.name == "audio_vit":

@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from birdpipe.birdnet import runtime as birdnet
 from birdpipe.common.errors import PipelineError
 from birdpipe.common.outputs import atomic_path, write_json, write_table
 from birdpipe.common.params import FeatureParams
 from birdpipe.common.workers import cpu_workers
 from birdpipe.data.audio import AudioError
-from birdpipe.features import birdnet
 from birdpipe.features.cache import _init_worker, _species_logits, _write_npy
 from birdpipe.features.spectral import FeatureConfig
 from birdpipe.features.store import extract
@@ -62,8 +62,8 @@ def _feature_job(job: tuple) -> tuple[np.ndarray | None, np.ndarray | None, str 
 
 def _logit_job(job: tuple[str, int, list[int | None]]) -> tuple[np.ndarray | None, str | None]:
     """BirdNET's logits for the label set of one file's windows every ``hop`` samples (spectral kinds)."""
+    from birdpipe.birdnet.inputs import BirdNETStream
     from birdpipe.data.audio import stream_audio
-    from birdpipe.features.embeddings import BirdNETStream
 
     path, hop, columns = job
     config = FeatureConfig(kind="birdnet", sample_rate=birdnet.SAMPLE_RATE, n_fft=birdnet.WINDOW_SAMPLES,

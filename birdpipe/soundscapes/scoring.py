@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from birdpipe.birdnet import runtime as birdnet
+from birdpipe.birdnet.zero_shot import gate_scores, zero_shot_scores
 from birdpipe.bundle import Bundle
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import window_probabilities
-from birdpipe.evaluation.fusion import fuse_window_scores, gate_scores, zero_shot_scores
-from birdpipe.features import birdnet
+from birdpipe.evaluation.fusion import fuse_window_scores
 from birdpipe.soundscapes.features import SoundscapeCache, same_inputs
 from birdpipe.soundscapes.segments import segment_scores, window_segments
 

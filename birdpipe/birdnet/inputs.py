@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import log_expit
 
-from birdpipe.features import birdnet
-from birdpipe.features.birdnet import EMBEDDING_SIZE, SAMPLE_RATE
+from birdpipe.birdnet import runtime as birdnet
+from birdpipe.birdnet.runtime import EMBEDDING_SIZE, SAMPLE_RATE
 
 __all__ = ["EMBEDDING_SIZE", "BirdNETStream", "extract_birdnet", "species_columns", "window_inputs"]
 
@@ -62,7 +62,7 @@ def _embedder() -> birdnet.BirdNETEmbedder:
     return birdnet.BirdNETEmbedder(threads=1)  # one per process: the features stage runs a process per core
 
 
-def _logit_columns(logits: np.ndarray, columns: list[int | None] | None) -> np.ndarray:
+def logit_columns(logits: np.ndarray, columns: list[int | None] | None) -> np.ndarray:
     """The logits of ``columns`` (0 for a species BirdNET lacks: None); all of BirdNET's classes for ``None``."""
     if columns is None:
         return np.asarray(logits, dtype=np.float32)
@@ -96,7 +96,7 @@ class BirdNETStream:
         embeddings, logits = self.embedder.embed(windows)
         inputs = window_inputs(embeddings, logits, self.config.birdnet_parts)
         rounded = inputs.astype(self.config.dtype)[:, None, :]
-        return rounded, _logit_columns(logits, self.columns)
+        return rounded, logit_columns(logits, self.columns)
 
     def stream(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         windows = birdnet.WindowStream(self.config.hop_length)

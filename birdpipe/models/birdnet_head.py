@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 
-class EmbeddingHead(nn.Module):
-    """``embedding_linear`` (dropout + linear) or ``embedding_mlp`` (one hidden layer)."""
+class BirdNETHead(nn.Module):
+    """``birdnet_linear`` (dropout + linear) or ``birdnet_mlp`` (one hidden layer)."""
 
     def __init__(self, n_classes: int, size: int, hidden_size: int | None, dropout: float) -> None:
         super().__init__()
