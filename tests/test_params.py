@@ -68,7 +68,7 @@ def test_every_error_is_reported_at_once():
 
 def test_overrides_are_validated_like_params():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    to_cnn = {"features.kind": "mfcc", "model.fusion.method": "none"}
+    to_cnn = {"features.kind": "mfcc", "model.fusion.method": "none", "train.objective": "multiclass"}
     params = validate_params(
         apply_overrides(raw, {"loss.name": "focal", "loss.gamma": 3, "model.name": "audio_cnn_v2", **to_cnn})
     )
