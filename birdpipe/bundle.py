@@ -100,6 +100,28 @@ class Bundle:
         """Independent sigmoid scores per species (``train.objective: multilabel``), else a softmax."""
         return self.info.get("objective", "multiclass") == "multilabel"
 
+    def check_matches(self, species: list[str], config: FeatureConfig, where: str) -> None:
+        """Refuse to score ``where`` (a feature cache) with a bundle trained on other species or other features: the
+        columns would be misread silently. Raises BundleError naming what differs."""
+        problems = []
+        if list(species) != self.species:
+            missing = sorted(set(self.species) - set(species))
+            extra = sorted(set(species) - set(self.species))
+            problems.append(
+                f"species differ (the bundle has {len(self.species)}, {where} {len(species)}; only in the bundle: "
+                f"{', '.join(missing[:5]) or 'none'}; only in {where}: {', '.join(extra[:5]) or 'none'}"
+                f"{'; same names in another order' if not missing and not extra else ''})"
+            )
+        if config.to_dict() != self.feature_config.to_dict():
+            ours, theirs = self.feature_config.to_dict(), config.to_dict()
+            keys = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            problems.append(f"feature config differs in {', '.join(keys)}")
+        if problems:
+            raise BundleError(
+                f"the model in {self.folder} does not fit {where}: {'; '.join(problems)}. Rerun train (dvc repro) "
+                "so that model and features come from the same params"
+            )
+
     @property
     def window_frames(self) -> int:
         return self.feature_config.frames(self.info["window_seconds"])

@@ -20,6 +20,7 @@ def main() -> None:
     device = resolve_device(params.train.device)
     bundle = load_bundle("models", device)
     cache = FeatureCache.open("data/features", "data/split.csv")
+    bundle.check_matches(cache.species, cache.config, "the feature cache data/features")
     results = {split: evaluate_split(bundle, cache, split, params.evaluate, device) for split in ("val", "test")}
     species = bundle.species
     test = results["test"]

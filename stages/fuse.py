@@ -19,6 +19,7 @@ def main() -> None:
     device = resolve_device(params.train.device)
     bundle = load_bundle("models", device)
     cache = FeatureCache.open("data/features", "data/split.csv")
+    bundle.check_matches(cache.species, cache.config, "the feature cache data/features")
     soundscapes = open_soundscapes("data/soundscapes")
     fusion, thresholds = fit_fuse(bundle, cache, soundscapes, params, device)
     with atomic_path(Path("models") / FUSION) as folder:

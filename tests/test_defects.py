@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +78,19 @@ def test_manifest_paths_outside_the_project_are_absolute(tmp_path, monkeypatch, 
     assert all(path.startswith(str(xc_clips.resolve())) for path in manifest["path"])
     (project / "inside" / "a.wav").write_bytes(b"")
     assert _display_path(str(project / "inside" / "a.wav")) == "inside/a.wav"
+
+
+def test_evaluate_refuses_a_bundle_trained_on_other_species_or_features():
+    """Issue 25: evaluate never checked that the bundle's species equal the cache's; columns were misread."""
+    from birdpipe.bundle import Bundle, BundleError
+    from birdpipe.features.spectral import FeatureConfig
+
+    config = FeatureConfig(kind="mfcc")
+    bundle = Bundle(model=None, info={"species": ["a", "b", "c"], "feature_config": config.to_dict()}, folder=Path("m"))
+    bundle.check_matches(["a", "b", "c"], config, "the cache")  # the same: no error
+    with pytest.raises(BundleError, match=r"only in the bundle: c; only in the cache: d"):
+        bundle.check_matches(["a", "b", "d"], config, "the cache")
+    with pytest.raises(BundleError, match="same names in another order"):
+        bundle.check_matches(["b", "a", "c"], config, "the cache")
+    with pytest.raises(BundleError, match="feature config differs in n_mfcc"):
+        bundle.check_matches(["a", "b", "c"], FeatureConfig(kind="mfcc", n_mfcc=13), "the cache")

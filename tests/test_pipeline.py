@@ -103,7 +103,7 @@ def test_a_dvc_remote_carries_caches_and_models_to_a_second_clone_where_repro_is
 
 
 def test_a_loss_experiment_reruns_only_train_and_evaluate(project):
-    out = run("dvc", "exp", "run", "-n", "gamma3", "-S", "loss.name=focal", "-S", "loss.gamma=3", cwd=project)
+    out = run("dvc", "exp", "run", "-n", "gamma3", "-S", "loss.name=focal_bce", "-S", "loss.gamma=3", cwd=project)
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     for stage in ("ingest", "split", "features", "weights", "baselines"):
         assert f"Running stage '{stage}'" not in out
