@@ -67,6 +67,8 @@ def test_dvc_repro_runs_the_whole_dag(project):
     assert set(baselines) >= {"majority", "mfcc_logreg"}
     train = json.loads((project / "metrics" / "train.json").read_text())
     assert train["train"]["epochs"] == 2 and train["model"]["params"] > 0
+    assert "seconds" not in train["train"]  # wall clock stays out of dvc.lock's outputs
+    assert json.loads((project / "metrics" / "train_time.json").read_text())["train"]["seconds"] > 0
     for path in ("models/network/bundle.json", "models/network/model.pt", "models/fusion/fusion.json",
                  "metrics/soundscapes.json", "plots/soundscape_pr.png", "data/soundscapes/truth.npy",
                  "plots/confusion.csv", "plots/confusion_matrix.png",
