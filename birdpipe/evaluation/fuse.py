@@ -17,6 +17,8 @@ Train never reads validation scores of the fused model, and nothing here reads t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,15 +61,32 @@ def open_soundscapes(root: str | Path = "data/soundscapes") -> SoundscapeData | 
     return SoundscapeData(SoundscapeCache.open(root / "features"), segments, np.load(root / "truth.npy"))
 
 
-def _recording_fusion(bundle: Bundle, cache: FeatureCache, params: Params, device: str) -> dict[str, Any]:
+@dataclass
+class ValWindows:
+    """The model's scores for every window of the val recordings (one inference pass, shared by both fusions)."""
+
+    recordings: pd.DataFrame
+    dataset: EvalWindows
+    scores: np.ndarray
+
+
+def _val_windows(bundle: Bundle, cache: FeatureCache, params: Params, device: str) -> ValWindows:
+    val = cache.recordings("val")
+    dataset = EvalWindows(cache.arrays["val"], val, bundle.window_frames, bundle.hop_frames)
+    scores = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val",
+                                  bundle.multilabel)  # fmt: skip
+    return ValWindows(val, dataset, scores)
+
+
+def _recording_fusion(
+    bundle: Bundle, cache: FeatureCache, params: Params, val_windows: Callable[[], ValWindows]
+) -> dict[str, Any]:
     known = cache.birdnet_known
     if known is None or not known.any():
         return {"applicable": False, "reason": "BirdNET knows none of the species; predictions are the model's own"}
-    val = cache.recordings("val")
-    dataset = EvalWindows(cache.arrays["val"], val, bundle.window_frames, bundle.hop_frames)
-    window_probs = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val",
-                                        bundle.multilabel)  # fmt: skip
-    probs = recording_probabilities(window_probs, dataset.window_recording, len(val), bundle.info["aggregate"],
+    windows = val_windows()
+    val, dataset = windows.recordings, windows.dataset
+    probs = recording_probabilities(windows.scores, dataset.window_recording, len(val), bundle.info["aggregate"],
                                     bundle.info.get("topk", 3), bundle.multilabel)  # fmt: skip
     options = params.model.fusion
     logits, bounds = cache.birdnet_logits["val"], val[["start", "stop"]].to_numpy()
@@ -77,11 +96,10 @@ def _recording_fusion(bundle: Bundle, cache: FeatureCache, params: Params, devic
     return {"applicable": True, **fusion.to_dict(), "val_candidates": scores, "cross_fit": honest}
 
 
-def _window_weight_on_recordings(bundle: Bundle, cache: FeatureCache, params: Params, device: str) -> dict[str, Any]:
+def _window_weight_on_recordings(bundle: Bundle, cache: FeatureCache, params: Params, windows: ValWindows
+                                 ) -> dict[str, Any]:  # fmt: skip
     """The window fusion weight by F1-macro of the aggregated fused windows on val recordings (no soundscapes)."""
-    val = cache.recordings("val")
-    dataset = EvalWindows(cache.arrays["val"], val, bundle.window_frames, bundle.hop_frames)
-    scores = window_probabilities(bundle.model, dataset, params.evaluate.batch_size, device, "fuse: val", True)
+    val, dataset, scores = windows.recordings, windows.dataset, windows.scores
     logits = recording_windows_logits(cache, "val", dataset, bundle.window_frames)
     counts, labels = np.ones(len(bundle.species)), val["label_index"].to_numpy()
     candidates = {}
@@ -115,10 +133,11 @@ def fit_fuse(
     from birdpipe.soundscapes.scoring import model_windows
 
     fusion: dict[str, Any] = {"recording": None, "window": None, "thresholds": None}
+    val_windows = functools.cache(lambda: _val_windows(bundle, cache, params, device))  # computed at most once
     birdnet_fusion = params.model.fusion.method == "birdnet"
     known = cache.birdnet_known
     if birdnet_fusion:  # whole recordings: one species named, a multi-label model's scores normalised first
-        fusion["recording"] = _recording_fusion(bundle, cache, params, device)
+        fusion["recording"] = _recording_fusion(bundle, cache, params, val_windows)
     windows = segments = truth = None
     if soundscapes is not None:
         segments, truth = soundscapes.split("val")
@@ -130,7 +149,7 @@ def fit_fuse(
             if windows is not None:
                 fitted = _window_weight_on_soundscapes(windows, segments, truth, known, params.model.fusion.weights)
             else:
-                fitted = _window_weight_on_recordings(bundle, cache, params, device)
+                fitted = _window_weight_on_recordings(bundle, cache, params, val_windows())
             fusion["window"] = {"applicable": True, "weight": _best(fitted["candidates"]), **fitted}
     if windows is None:
         return fusion, None
