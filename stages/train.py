@@ -9,7 +9,7 @@ from birdpipe.common.outputs import atomic_path, read_json, read_table, write_js
 from birdpipe.common.params import load_params
 from birdpipe.evaluation.plots import training_curves_png
 from birdpipe.features.cache import FeatureCache
-from birdpipe.training.loop import fit
+from birdpipe.training.ensemble import fit_ensemble
 
 INPUTS = [
     Path("data/features/config.json"),
@@ -36,7 +36,7 @@ TIME_FILE = "metrics/train_time.json"
 def main() -> None:
     params = load_params()
     cache = FeatureCache.open("data/features", "data/split.csv")
-    result = fit(
+    result = fit_ensemble(
         params,
         cache,
         read_json("data/class_weights.json"),

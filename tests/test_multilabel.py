@@ -76,6 +76,17 @@ def test_negatives_are_ingested_split_and_cached_without_a_species(with_negative
     assert cache.info["negatives"] == 6
 
 
+def test_the_split_label_wins_so_small_classes_negative_reaches_the_cache(with_negatives):
+    table = with_negatives["table"].copy()
+    moved = table["label"] == "Vireo_latimeri"
+    table.loc[moved, "label"] = NO_BIRD  # what split.small_classes negative writes for a small species
+    cache = FeatureCache.open(with_negatives["root"] / "features", table)
+    assert "Vireo_latimeri" not in cache.species and len(cache.species) == 3
+    rows = cache.index.set_index("id").loc[table.loc[moved, "id"]]
+    assert (rows["label_index"] == -1).all() and (rows["label"] == NO_BIRD).all()
+    assert len(cache.recordings("train", negatives=True)) == (table["split"] == "train").sum()
+
+
 def test_background_species_become_soft_targets_and_negatives_all_zeros(with_negatives):
     cache = with_negatives["cache"]
     rows = cache.index.reset_index(drop=True)

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from birdpipe.common.params import Params, SplitParams
+from birdpipe.data.labels import NO_BIRD
 from birdpipe.data.split import SplitError, split_recordings, split_seed
 
 
@@ -132,3 +133,17 @@ def test_negatives_never_move_a_bird_to_another_split():
     split_of = dict(zip(after["id"], after["split"], strict=True))
     assert split_of[negatives.loc[0, "id"]] == split_of[birds.loc[0, "id"]]
     assert report["negatives"]["train"] > 0 and report["negatives"]["val"] + report["negatives"]["test"] > 0
+
+
+def test_small_classes_negative_makes_them_no_bird_negatives_split_like_negatives():
+    table = manifest({"a": 30, "b": 30, "rare": 2, "scarce": 4}, groups=12)
+    result, report = split_recordings(table, SplitParams(small_classes="negative", min_recordings=5), seed=0)
+    assert set(result["label"]) == {"a", "b", NO_BIRD}
+    moved = result[result["label"] == NO_BIRD]
+    assert sorted(moved["original_label"]) == ["rare"] * 2 + ["scarce"] * 4
+    assert report["negatives"] == {s: int((moved["split"] == s).sum()) for s in ("train", "val", "test")}
+    assert "made no-bird negatives" in report["small_classes"]["species"]["rare"]
+    # The birds' split is the one the drop policy gives: adding negatives never moves a bird.
+    dropped, _ = split_recordings(table, SplitParams(small_classes="drop", min_recordings=5), seed=0)
+    birds = result[result["label"] != NO_BIRD].set_index("id")["split"].sort_index()
+    assert birds.equals(dropped.set_index("id")["split"].sort_index())

@@ -224,3 +224,39 @@ def test_the_scores_part_gets_a_std_floor_of_its_own():
     assert np.allclose(shared["bin_std"][0][:8], parts["bin_std"][0][:8], atol=1e-6)  # the wide part alone
     assert shared["bin_std"][0][10] == pytest.approx(0.1 * np.median(np.std(train[:, 0], axis=0)), rel=1e-3)
     assert parts["bin_std"][0][10] == pytest.approx(0.1 * 1e-3, rel=0.2)  # a tenth of its own part's median
+
+
+def test_an_ensemble_of_linear_heads_is_the_mean_of_its_members(birdnet_run, tmp_path):
+    """train.ensemble: members trained with seed, seed+1, their weights averaged; for a linear head that is
+    exactly the mean of the members' logits, so the bundle stays one model."""
+    import torch
+
+    from birdpipe.training.ensemble import fit_ensemble
+
+    cache = birdnet_run["cache"]
+    raw = {**HEAD, "model": {**HEAD["model"], "name": "birdnet_linear"}, "train": {**HEAD["train"], "epochs": 3}}
+    params = validate_params({**raw, "train": {**raw["train"], "ensemble": 2}})
+    stats = feature_stats(cache.frames, spans=cache.spans("train"), per_bin=True,
+                          parts=list(cache.config.birdnet_parts.values()))  # fmt: skip
+    args = (cache, None, stats)
+    cwd = Path.cwd()
+    import os
+
+    os.chdir(tmp_path)  # dvclive wants to sit outside our repository
+    try:
+        both = fit_ensemble(params, *args, checkpoint_dir=tmp_path / "ens", live_dir=None, progress=False)
+        members = [fit(validate_params({**raw, "seed": params.seed + k}), *args, checkpoint_dir=tmp_path / f"m{k}",
+                       live_dir=None, progress=False) for k in range(2)]  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    assert both.info["ensemble"]["seeds"] == [params.seed, params.seed + 1]
+    assert len(both.metrics["train"]["ensemble"]["best_val_f1_macro"]) == 2
+    first, second = (m.model.state_dict()["network.head.weight"] for m in members)
+    assert not torch.equal(first, second)  # the seeds differ, so the members do
+    torch.testing.assert_close(both.model.state_dict()["network.head.weight"], (first + second) / 2)
+    x = torch.from_numpy(np.asarray(cache.frames[:8], dtype=np.float32)).permute(0, 2, 1)[:, None]
+    with torch.no_grad():
+        mean_logits = (members[0].model.eval()(x) + members[1].model.eval()(x)) / 2
+        torch.testing.assert_close(both.model.eval()(x), mean_logits, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"train\.ensemble"):
+        validate_params({**HEAD, "train": {**HEAD["train"], "ensemble": 3}})  # an MLP: weights do not average

@@ -103,8 +103,8 @@ class SplitParams(Section):
     min_recordings: int = Field(
         3, ge=3, le=1000, description="species with fewer recordings get the small_classes policy"
     )
-    small_classes: Literal["drop", "train_only"] = Field(
-        "drop", description="what happens to species below min_recordings"
+    small_classes: Literal["drop", "train_only", "negative"] = Field(
+        "drop", description="species below min_recordings: drop, train_only, or negative (made no-bird negatives)"
     )
     seed: int | None = Field(
         None, ge=0, le=2**31 - 1, description="seeds the split alone; null = the global seed (as before)"
@@ -380,6 +380,29 @@ class TrainParams(Section):
         "(multiple-instance learning: a recording's label is true of some window, not of every one)",
     )
     bag_windows: int = Field(8, ge=1, le=256, description="windows per bag (pooling other than none)")
+    ensemble: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="birdnet_linear heads trained with seeds seed, seed+1, ...; their weights averaged (equal to "
+        "averaging their logits for a linear head)",
+    )
+    window_selection: Literal["all", "birdnet"] = Field(
+        "all",
+        description="training crops of a focal recording: all windows, or (features.kind birdnet, pooling none) "
+        "only the windows where BirdNET hears the focal species at audible_confidence or more (every window of "
+        "a recording where it hears none, or of a species it lacks)",
+    )
+    audible_confidence: float = Field(
+        0.1, gt=0.0, lt=1.0, description="window_selection birdnet: BirdNET's sigmoid for the focal species"
+    )
+    silent_target: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="window_selection birdnet: null never draws a window where BirdNET does not hear the focal "
+        "species; a number draws it with this target for that species (multilabel; 0: a negative of it)",
+    )
     lse_sharpness: float = Field(
         5.0, gt=0.0, le=100.0, description="r of log-sum-exp pooling, (1/r) log mean exp(r z): 0 mean, inf max"
     )
@@ -514,6 +537,11 @@ class SoundscapeParams(Section):
     target_precision: float = Field(
         0.9, gt=0.0, lt=1.0, description="per-species thresholds are chosen on val soundscapes for this precision"
     )
+    threshold_rule: Literal["calibration", "precision"] = Field(
+        "calibration",
+        description="calibration: the score where a per-species logistic fit of presence reaches target_precision "
+        "(Wood & Kahl 2024); precision: the lowest threshold whose val precision reaches it",
+    )
     min_positives: int = Field(
         5,
         ge=1,
@@ -605,6 +633,20 @@ class Params(Section):
                 f"loss.name: {self.loss.name} does not fit train.objective: {self.train.objective}; "
                 f"allowed with {self.train.objective}: {', '.join(allowed)}"
             )
+        if self.train.window_selection == "birdnet" and (
+            self.features.kind != "birdnet" or self.train.pooling != "none"
+        ):
+            raise ValueError(
+                "train.window_selection: birdnet reads BirdNET's confidence per window: it needs features.kind: "
+                f"birdnet and train.pooling: none (got {self.features.kind}, {self.train.pooling})"
+            )
+        if self.train.ensemble > 1 and self.model.name != "birdnet_linear":
+            raise ValueError(
+                f"train.ensemble: {self.train.ensemble} averages the members' weights, which equals averaging "
+                f"their outputs only for model.name: birdnet_linear (got {self.model.name}); set train.ensemble: 1"
+            )
+        if self.train.silent_target is not None and not multilabel:
+            raise ValueError("train.silent_target sets a sigmoid target: it needs train.objective: multilabel")
         if self.train.pooling != "none" and not multilabel:
             raise ValueError(
                 f"train.pooling: {self.train.pooling} pools sigmoid window scores: it needs train.objective: "

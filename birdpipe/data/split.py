@@ -9,8 +9,12 @@
   ``split.val_fold`` and ``split.test_fold`` name the held-out folds.
 
 Species that cannot appear in every split (fewer than ``split.min_recordings`` recordings, or fewer than
-three groups under group_by) follow ``split.small_classes``: ``drop`` (left out, listed in the report)
-or ``train_only``. Nothing is silent: the report lists every decision.
+three groups under group_by) follow ``split.small_classes``: ``drop`` (left out, listed in the report),
+``train_only``, or ``negative``: their recordings become no-bird negatives of the label set (label
+``no_bird``, the species kept in ``original_label``; background species still give their targets), split
+like any negatives. A multi-label model then learns that the region's other species are not the label
+set's, and the val/test ones are heard as distractors in mixed soundscapes. Nothing is silent: the report
+lists every decision.
 
 The split is seeded by ``split.seed``, or by the global ``seed`` when that is null (see :func:`split_seed`),
 so the split can vary while the training seed stays put, and the other way round.
@@ -197,10 +201,22 @@ def split_recordings(manifest: pd.DataFrame, params: SplitParams, seed: int) -> 
     a bird recording to another split: a negative of a group (``split.group_by``) that holds birds follows them,
     the others are split on their own.
     """
+    reasons: dict[str, str] = {}
+    if params.small_classes == "negative" and not params.column:
+        birds = manifest[manifest["label"] != NO_BIRD]
+        reasons = _small_species(birds.reset_index(drop=True), params)
+        relabel = manifest["label"].isin(reasons)
+        manifest = manifest.copy()
+        manifest["original_label"] = manifest["label"].where(relabel, "")
+        manifest.loc[relabel, "label"] = NO_BIRD
     negative = (manifest["label"] == NO_BIRD).to_numpy()
     if not negative.any() or params.column:
         return _split_birds(manifest, params, seed)
     result, report = _split_birds(manifest[~negative], params, seed)
+    if params.small_classes == "negative":
+        report["small_classes"]["species"] = {
+            label: f"{reasons[label]}: made no-bird negatives" for label in sorted(reasons)
+        }
     negatives = manifest[negative].reset_index(drop=True).copy()
     negatives["split"] = _negative_splits(negatives, result, params, seed)
     report["negatives"] = {split: int((negatives["split"] == split).sum()) for split in SPLITS}
@@ -223,23 +239,29 @@ def _negative_splits(negatives: pd.DataFrame, birds: pd.DataFrame, params: Split
     return assignment.astype(str)
 
 
+def _small_species(manifest: pd.DataFrame, params: SplitParams) -> dict[str, str]:
+    """Species that cannot be in every split, each with the reason: too few recordings or too few groups."""
+    counts = Counter(manifest["label"])
+    reasons = {
+        label: f"{n} recording(s) < split.min_recordings {params.min_recordings}"
+        for label, n in counts.items()
+        if n < params.min_recordings
+    }
+    if params.group_by:
+        n_groups = _group_keys(manifest, params.group_by).groupby(manifest["label"]).nunique()
+        for label, n in n_groups.items():
+            if n < 3 and label not in reasons:
+                reasons[label] = f"only {n} group(s) of {params.group_by}: cannot be in all three splits"
+    return reasons
+
+
 def _split_birds(manifest: pd.DataFrame, params: SplitParams, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     manifest = manifest.reset_index(drop=True)
-    counts = Counter(manifest["label"])
     report: dict[str, Any] = {"method": "column" if params.column else "grouped" if params.group_by else "stratified"}
     groups = _group_keys(manifest, params.group_by) if params.group_by and not params.column else None
 
-    small = {label for label, n in counts.items() if n < params.min_recordings}
-    reasons = {label: f"{counts[label]} recording(s) < split.min_recordings {params.min_recordings}" for label in small}
-    if groups is not None:
-        n_groups = groups.groupby(manifest["label"]).nunique()
-        for label, n in n_groups.items():
-            if n < 3 and label not in small:
-                small.add(label)
-                reasons[label] = f"only {n} group(s) of {params.group_by}: cannot be in all three splits"
-    if params.column:
-        small = set()  # a predefined split is taken as it is
-        reasons = {}
+    reasons = {} if params.column else _small_species(manifest, params)  # a predefined split is taken as it is
+    small = set(reasons)
 
     train_only = manifest["label"].isin(small) if params.small_classes == "train_only" else None
     keep = ~manifest["label"].isin(small) if params.small_classes == "drop" else pd.Series(True, index=manifest.index)

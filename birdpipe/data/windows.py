@@ -152,14 +152,26 @@ class TrainWindows(Dataset):
     (multi-label training)."""
 
     def __init__(
-        self, array: np.ndarray, recordings: pd.DataFrame, window: int, targets: np.ndarray | None = None
+        self,
+        array: np.ndarray,
+        recordings: pd.DataFrame,
+        window: int,
+        targets: np.ndarray | None = None,
+        heard: list[np.ndarray | None] | None = None,
+        silent_target: float | None = None,
     ) -> None:
+        """``heard``: per recording, whether its focal species is heard in the window at each start (None: in
+        every one), as :func:`birdpipe.training.audible.audible_starts` gives it. A crop then takes a heard
+        window, or with ``silent_target`` any window, the focal species' target set to it where not heard."""
         self.array = array
         self.starts = recordings["start"].to_numpy()
         self.stops = recordings["stop"].to_numpy()
         self.labels = recordings["label_index"].to_numpy()
         self.targets = None if targets is None else torch.from_numpy(targets)
         self.window = window
+        self.heard = heard
+        self.silent_target = silent_target
+        self.heard_starts = None if heard is None else [None if h is None else np.flatnonzero(h) for h in heard]
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -168,8 +180,20 @@ class TrainWindows(Dataset):
         recording, offset = item
         length = self.stops[recording] - self.starts[recording]
         offset = offset % max(length, 1) if length < self.window else min(offset, length - self.window)
+        heard = None if self.heard is None else self.heard[recording]
+        silent = False
+        if heard is not None and self.silent_target is None:  # the sampler's uniform draw, folded onto heard starts
+            starts = self.heard_starts[recording]
+            offset = int(starts[offset % len(starts)])
+        elif heard is not None:
+            silent = not heard[offset]
         x = crop(self.array, self.starts[recording], self.stops[recording], offset, self.window)
         target = int(self.labels[recording]) if self.targets is None else self.targets[recording]
+        if silent:
+            if self.targets is None:
+                raise ValueError("silent_target needs multi-label targets")
+            target = target.clone()
+            target[int(self.labels[recording])] = self.silent_target
         return torch.from_numpy(x), target
 
 

@@ -159,10 +159,11 @@ def fit_fuse(
         scores = fuse_window_scores(scores, windows.birdnet_logits, known, window_fusion["weight"])
     sp = params.soundscapes
     table = fit_thresholds(truth, windows.segment_scores(segments, scores), bundle.species, sp.target_precision,
-                           sp.min_positives)  # fmt: skip
+                           sp.min_positives, sp.threshold_rule)  # fmt: skip
     fusion["thresholds"] = {
         "target_precision": sp.target_precision,
         "min_positives": sp.min_positives,
+        "rule": sp.threshold_rule,
         "values": dict(zip(table["species"], table["threshold"].astype(float), strict=True)),
     }
     return fusion, table

@@ -59,7 +59,9 @@ def evaluate_soundscapes(bundle: Bundle, data: SoundscapeData, params: Params, d
     sp = params.soundscapes
     birdnet_thresholds = None
     if known.any() and truths["val"].any():
-        fitted = fit_thresholds(truths["val"], zero_shot["val"], species, sp.target_precision, sp.min_positives)
+        fitted = fit_thresholds(
+            truths["val"], zero_shot["val"], species, sp.target_precision, sp.min_positives, sp.threshold_rule
+        )
         birdnet_thresholds = fitted["threshold"].to_numpy()
     metrics: dict[str, Any] = {}
     for split in SPLITS:

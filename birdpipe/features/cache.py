@@ -232,8 +232,10 @@ class FeatureCache:
         if split is not None:
             table = split if isinstance(split, pd.DataFrame) else pd.read_csv(split, dtype={"id": str},
                                                                                keep_default_na=False)  # fmt: skip
-            index = index.drop(columns=[c for c in ("split",) if c in index.columns])
-            index = index.merge(table[["id", "split"]], on="id", how="inner", validate="one_to_one")
+            # The split's label wins: split.small_classes negative makes some species' recordings no-bird negatives.
+            taken = ["id", "split"] + (["label"] if "label" in table.columns else [])
+            index = index.drop(columns=[c for c in taken[1:] if c in index.columns])
+            index = index.merge(table[taken], on="id", how="inner", validate="one_to_one")
         elif "split" not in index.columns:
             raise PipelineError(f"the feature cache at {root} holds no split: open it with data/split.csv")
         species = sorted(set(index.loc[index["split"] == "train", "label"]) - {NO_BIRD})

@@ -141,7 +141,9 @@ def mix_soundscapes(
 
     out_dir = Path(out_dir)
     label_set = set(split_table.loc[split_table["split"] == "train", "label"]) - {NO_BIRD}
-    outside = manifest[~manifest["label"].isin(label_set) & (manifest["label"] != NO_BIRD)]
+    # Recordings the split took in (split.small_classes negative) are heard only from their own split.
+    outside = manifest[~manifest["label"].isin(label_set) & (manifest["label"] != NO_BIRD)
+                       & ~manifest["id"].astype(str).isin(split_table["id"].astype(str))]  # fmt: skip
     recordings = _Recordings()
     files, events = [], []
     bar = tqdm(total=len(SPLITS) * params.files, desc="soundscapes: mixing", unit="file", disable=not progress or None)

@@ -55,6 +55,7 @@ from birdpipe.data.windows import (
 from birdpipe.features.cache import FeatureCache
 from birdpipe.features.spectral import FeatureConfig
 from birdpipe.models import Classifier, InputShape, build_model, count_parameters
+from birdpipe.training.audible import audible_starts, kept_share
 from birdpipe.training.augment import Augmenter, noise_bank
 from birdpipe.training.losses import build_loss
 from birdpipe.training.module import MONITOR, LitClassifier
@@ -151,7 +152,16 @@ def fit(
     if bag is not None:
         train_windows = TrainBags(cache.arrays["train"], train, window, bag, targets)
     else:
-        train_windows = TrainWindows(cache.arrays["train"], train, window, targets)
+        allowed, kept = None, 1.0
+        if train_params.window_selection == "birdnet":
+            allowed = audible_starts(train, cache.birdnet_logits["train"], cache.birdnet_known, window,
+                                     train_params.audible_confidence)  # fmt: skip
+            kept = kept_share(train, allowed, window)
+            if progress:
+                print(f"train: BirdNET hears the focal species in {kept:.1%} of the focal recordings' windows "
+                      f"(BirdNET sigmoid >= {train_params.audible_confidence:g} for the focal species)")  # fmt: skip
+        train_windows = TrainWindows(cache.arrays["train"], train, window, targets, allowed,
+                                     train_params.silent_target)  # fmt: skip
     loader_args = {"num_workers": train_params.num_workers, "persistent_workers": train_params.num_workers > 0,
                    "pin_memory": device == "cuda"}  # fmt: skip
     # The loader draws its workers' base seed whenever it starts an epoch's iterator: from a generator of its own,
@@ -242,6 +252,11 @@ def fit(
             "epochs": max(epochs_run, best_epoch),
             "seconds": round(seconds, 1),
             "best_val_f1_macro": round(float(checkpoint.best_model_score or float("nan")), 6),
+            **(
+                {"audible_window_share": round(kept, 4)}
+                if bag is None and train_params.window_selection != "all"
+                else {}
+            ),
         },
         "model": {"params": count_parameters(module.model)},
     }
