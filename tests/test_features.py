@@ -224,3 +224,12 @@ def test_the_store_serves_a_recording_extracted_before_under_the_same_config(xc_
     longer = build_cache(table, params.model_copy(update={"max_seconds": 6.0}), tmp_path / "c", progress=False,
                          store_root=store)  # fmt: skip
     assert longer["extracted"] == 12  # max_seconds is part of the key
+
+
+def test_the_store_key_digests_the_extraction_code_but_not_the_params_schema():
+    """Adding a training param must not re-extract every stored recording; editing the extractor must."""
+    from birdpipe.features.store import extraction_digest
+
+    files = set(extraction_digest())
+    assert {"birdpipe/features/spectral.py", "birdpipe/data/audio.py", "birdpipe/birdnet/runtime.py"} <= files
+    assert "birdpipe/common/params.py" not in files

@@ -29,13 +29,22 @@ from birdpipe.features.spectral import FeatureConfig, extract_recording
 
 DEFAULT_ROOT = Path("~/.cache/birdpipe/features")
 EXTRACTION_CODE = ("birdpipe.features.store",)  # its import closure computes every stored byte
+# In that closure but computing no stored byte: the params schema only turns params.yaml into the FeatureConfig,
+# whose values are in the key themselves. Digesting it would re-extract every recording whenever any param of
+# any stage is added.
+NOT_EXTRACTION = frozenset({"birdpipe/common/params.py"})
 
 
 @functools.cache
-def _code_digest() -> str:
+def extraction_digest() -> dict[str, str]:
+    """sha256 per file of the extraction code (the store key's ``code`` part digests this mapping)."""
     from birdpipe.common.codedeps import code_digest
 
-    return hashlib.sha256(json.dumps(code_digest(EXTRACTION_CODE), sort_keys=True).encode()).hexdigest()
+    return {path: digest for path, digest in code_digest(EXTRACTION_CODE).items() if path not in NOT_EXTRACTION}
+
+
+def _code_digest() -> str:
+    return hashlib.sha256(json.dumps(extraction_digest(), sort_keys=True).encode()).hexdigest()
 
 
 def store_root(configured: str | None = None) -> Path:
