@@ -169,9 +169,12 @@ class TrainWindows(Dataset):
         self.labels = recordings["label_index"].to_numpy()
         self.targets = None if targets is None else torch.from_numpy(targets)
         self.window = window
+        if silent_target is not None and targets is None:
+            raise ValueError("silent_target needs multi-label targets")
         self.heard = heard
         self.silent_target = silent_target
-        self.heard_starts = None if heard is None else [None if h is None else np.flatnonzero(h) for h in heard]
+        drop_silent = heard is not None and silent_target is None
+        self.heard_starts = [None if h is None else np.flatnonzero(h) for h in heard] if drop_silent else None
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -190,8 +193,6 @@ class TrainWindows(Dataset):
         x = crop(self.array, self.starts[recording], self.stops[recording], offset, self.window)
         target = int(self.labels[recording]) if self.targets is None else self.targets[recording]
         if silent:
-            if self.targets is None:
-                raise ValueError("silent_target needs multi-label targets")
             target = target.clone()
             target[int(self.labels[recording])] = self.silent_target
         return torch.from_numpy(x), target

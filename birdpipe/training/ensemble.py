@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from birdpipe.common.params import Params
-from birdpipe.features.cache import FeatureCache
-from birdpipe.training.loop import TrainingResult, fit
+from birdpipe.training.loop import CHECKPOINT_DIR, TrainingResult, fit
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -29,25 +28,20 @@ def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     }
 
 
-def fit_ensemble(
-    params: Params,
-    cache: FeatureCache,
-    weights_json: dict[str, Any] | None,
-    feature_stats: dict[str, Any] | None,
-    checkpoint_dir: str | Path = "checkpoints",
-    live_dir: str | Path | None = "dvclive",
-    **kwargs: Any,
-) -> TrainingResult | None:
-    """:func:`birdpipe.training.loop.fit` for each of ``train.ensemble`` members; the first member's result with
-    the members' mean weights (None in a DDP process other than rank 0)."""
+def fit_ensemble(params: Params, *args: Any, **kwargs: Any) -> TrainingResult | None:
+    """:func:`birdpipe.training.loop.fit` (same arguments) for each of ``train.ensemble`` members; the first
+    member's result with the members' mean weights (None in a DDP process other than rank 0). Member k > 0
+    checkpoints under ``<checkpoint_dir>/member_k`` and logs no dvclive curves (pass ``checkpoint_dir`` and
+    ``live_dir`` by keyword)."""
     members = params.train.ensemble
-    first = fit(params, cache, weights_json, feature_stats, checkpoint_dir, live_dir, **kwargs)
+    first = fit(params, *args, **kwargs)
     if members == 1 or first is None:
         return first
     states, runs = [first.model.state_dict()], [first.metrics["train"]]
     for k in range(1, members):
         member = params.model_copy(update={"seed": params.seed + k})
-        result = fit(member, cache, weights_json, feature_stats, Path(checkpoint_dir) / f"member_{k}", None, **kwargs)
+        folder = Path(kwargs.get("checkpoint_dir", CHECKPOINT_DIR)) / f"member_{k}"
+        result = fit(member, *args, **{**kwargs, "checkpoint_dir": folder, "live_dir": None})
         if result is None:
             return None
         states.append(result.model.state_dict())

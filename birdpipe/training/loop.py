@@ -80,6 +80,9 @@ class _HideTips(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_HideTips())
 
 
+CHECKPOINT_DIR = "checkpoints"  # fit's default: the train stage's checkpoints, resumed after an interruption
+
+
 @dataclass
 class TrainingResult:
     model: Classifier
@@ -93,7 +96,7 @@ def fit(
     cache: FeatureCache,
     weights_json: dict[str, Any] | None,
     feature_stats: dict[str, Any] | None,
-    checkpoint_dir: str | Path = "checkpoints",
+    checkpoint_dir: str | Path = CHECKPOINT_DIR,
     live_dir: str | Path | None = "dvclive",
     names: dict[str, dict[str, str]] | None = None,
     fingerprint_inputs: list[Path] | None = None,
@@ -149,10 +152,11 @@ def fit(
     sampler = TrainSampler(train, window, train_params.sampler, train_params.windows_per_recording, params.seed,
                            batch_size=train_params.batch_size, world=world, span=window * (bag or 1))  # fmt: skip
     targets = recording_targets(train, species, params.loss.background_target) if multilabel else None
+    kept = None  # the share of heard windows, with train.window_selection birdnet
     if bag is not None:
         train_windows = TrainBags(cache.arrays["train"], train, window, bag, targets)
     else:
-        allowed, kept = None, 1.0
+        allowed = None
         if train_params.window_selection == "birdnet":
             allowed = audible_starts(train, cache.birdnet_logits["train"], cache.birdnet_known, window,
                                      train_params.audible_confidence)  # fmt: skip
@@ -252,11 +256,7 @@ def fit(
             "epochs": max(epochs_run, best_epoch),
             "seconds": round(seconds, 1),
             "best_val_f1_macro": round(float(checkpoint.best_model_score or float("nan")), 6),
-            **(
-                {"audible_window_share": round(kept, 4)}
-                if bag is None and train_params.window_selection != "all"
-                else {}
-            ),
+            **({"audible_window_share": round(kept, 4)} if kept is not None else {}),
         },
         "model": {"params": count_parameters(module.model)},
     }
