@@ -337,7 +337,8 @@ def window_scores(bundle: Bundle, window_probs: np.ndarray, window_logits: np.nd
     if not bundle.multilabel:
         return gate_scores(window_probs, window_logits, known)
     fusion = bundle.window_fusion
-    scores = fuse_window_scores(window_probs, window_logits, known, fusion["weight"]) if fusion else window_probs
+    scores = (fuse_window_scores(window_probs, window_logits, known, fusion["weight"], fusion.get("absent_logit"))
+              if fusion else window_probs)  # fmt: skip
     return np.minimum(scores, 1.0 - SCORE_CLIP)  # a threshold of 1.0 (never detect) stays out of reach
 
 

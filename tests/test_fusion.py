@@ -132,3 +132,36 @@ def test_birdnet_models_and_birdnet_features_go_together():
         {"features": {"kind": "birdnet"}, "model": {"name": "birdnet_linear", "fusion": {"method": "birdnet"}}}
     )
     assert ok.features.birdnet.hop_seconds == 3.0
+
+
+def test_a_species_birdnet_lacks_is_fused_on_the_same_scale_as_the_others():
+    """model.fusion.unknown_species: absent. A head trained without bird-free audio scores a species BirdNET lacks
+    high on windows without it, where BirdNET's strongly negative logits pull the known species down: left to the
+    head alone it tops windows that hold another species (T1 wrong). Fused with BirdNET's median logit as its vote,
+    it is ranked on the others' scale; its own ranking over windows (its AP) does not change."""
+    from sklearn.metrics import average_precision_score
+
+    from birdpipe.evaluation.fusion import absent_logit, fuse_window_scores
+    from birdpipe.evaluation.soundscape_metrics import soundscape_metrics
+
+    known = np.array([True, True, False])
+    # windows 0-1 hold species 0, 2-3 species 1, window 4 species 2 (BirdNET lacks it), 5-7 no bird
+    truth = np.zeros((8, 3), dtype=bool)
+    truth[[0, 1], 0] = truth[[2, 3], 1] = truth[4, 2] = True
+    birdnet = np.full((8, 3), -11.0)
+    birdnet[[0, 1], 0] = birdnet[[2, 3], 1] = 2.0
+    birdnet[:, 2] = 0.0  # BirdNET has no column for species 2
+    head = np.full((8, 3), 0.2)
+    head[[0, 1], 0] = head[[2, 3], 1] = 0.7
+    head[:, 2] = [0.9, 0.88, 0.86, 0.87, 0.97, 0.9, 0.6, 0.65]  # high everywhere, highest where it calls
+    a = absent_logit(birdnet, known)
+    assert a == pytest.approx(-11.0)  # the median over the known species' columns only
+    alone = fuse_window_scores(head, birdnet, known, 0.5)
+    fused = fuse_window_scores(head, birdnet, known, 0.5, a)
+    np.testing.assert_allclose(fused[:, known], alone[:, known])
+    z = np.log(head[:, 2] / (1 - head[:, 2]))
+    np.testing.assert_allclose(fused[:, 2], 1 / (1 + np.exp(-(0.5 * z + 0.5 * a))))
+    assert average_precision_score(truth[:, 2], fused[:, 2]) == average_precision_score(truth[:, 2], alone[:, 2])
+    assert soundscape_metrics(truth, alone)["t1"] == pytest.approx(1 / 5)  # species 2 tops every bird window
+    assert soundscape_metrics(truth, fused)["t1"] == pytest.approx(1.0)  # and still where it calls
+    assert validate_params({}).model.fusion.unknown_species == "absent"

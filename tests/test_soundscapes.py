@@ -85,6 +85,7 @@ def test_fuse_fits_the_window_fusion_and_thresholds_on_val_only(run):
     window = fusion["window"]
     assert window["applicable"] and window["fitted_on"].startswith("val soundscapes")
     assert window["weight"] in run["params"].model.fusion.weights
+    assert window["absent_logit"] < -3  # BirdNET's median logit on val soundscape windows: it hears little
     thresholds = run["thresholds"]
     assert list(thresholds["species"]) == run["bundle"].species
     assert ((thresholds["threshold"] > 0) & (thresholds["threshold"] <= 1)).all()

@@ -255,6 +255,12 @@ class FusionParams(Section):
     poolings: list[Literal["mean", "max", "top3_mean"]] = Field(
         ["mean"], description="poolings of BirdNET's window logits per recording tried on val"
     )
+    unknown_species: Literal["absent", "head"] = Field(
+        "absent",
+        description="multi-label window fusion, species BirdNET lacks: absent = fused like the others with "
+        "BirdNET's median logit (on val windows) as its vote, so all species share one scale (T1); head = the "
+        "model's score alone",
+    )
 
     @field_validator("weights")
     @classmethod

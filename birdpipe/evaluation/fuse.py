@@ -30,7 +30,7 @@ from birdpipe.bundle import Bundle
 from birdpipe.common.params import Params
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import recording_windows_logits, window_probabilities
-from birdpipe.evaluation.fusion import cross_fit_fusion, fit_fusion, fuse_window_scores
+from birdpipe.evaluation.fusion import absent_logit, cross_fit_fusion, fit_fusion, fuse_window_scores
 from birdpipe.evaluation.metrics import classification_metrics, recording_probabilities
 from birdpipe.evaluation.soundscape_metrics import soundscape_metrics
 from birdpipe.evaluation.thresholds import fit_thresholds
@@ -102,22 +102,29 @@ def _window_weight_on_recordings(bundle: Bundle, cache: FeatureCache, params: Pa
     val, dataset, scores = windows.recordings, windows.dataset, windows.scores
     logits = recording_windows_logits(cache, "val", dataset, bundle.window_frames)
     counts, labels = np.ones(len(bundle.species)), val["label_index"].to_numpy()
+    absent = _absent_logit(logits, cache.birdnet_known, params)
     candidates = {}
     for weight in params.model.fusion.weights:
-        fused = fuse_window_scores(scores, logits, cache.birdnet_known, weight)
+        fused = fuse_window_scores(scores, logits, cache.birdnet_known, weight, absent)
         probs = recording_probabilities(fused, dataset.window_recording, len(val), bundle.info["aggregate"],
                                         bundle.info.get("topk", 3), multilabel=True)  # fmt: skip
         candidates[f"w={weight:g}"] = classification_metrics(labels, probs, counts, 1)["f1_macro"]
-    return {"fitted_on": "val recordings (F1-macro)", "candidates": candidates}
+    return {"fitted_on": "val recordings (F1-macro)", "absent_logit": absent, "candidates": candidates}
 
 
 def _window_weight_on_soundscapes(windows: Any, segments: pd.DataFrame, truth: np.ndarray, known: np.ndarray,
-                                  weights: list[float]) -> dict[str, Any]:  # fmt: skip
+                                  params: Params) -> dict[str, Any]:  # fmt: skip
+    absent = _absent_logit(windows.birdnet_logits, known, params)
     candidates = {}
-    for weight in weights:
-        fused = fuse_window_scores(windows.scores, windows.birdnet_logits, known, weight)
+    for weight in params.model.fusion.weights:
+        fused = fuse_window_scores(windows.scores, windows.birdnet_logits, known, weight, absent)
         candidates[f"w={weight:g}"] = soundscape_metrics(truth, windows.segment_scores(segments, fused))["cmap"]
-    return {"fitted_on": "val soundscapes (cmAP)", "candidates": candidates}
+    return {"fitted_on": "val soundscapes (cmAP)", "absent_logit": absent, "candidates": candidates}
+
+
+def _absent_logit(logits: np.ndarray, known: np.ndarray, params: Params) -> float | None:
+    """BirdNET's vote for the species it lacks (model.fusion.unknown_species: absent), from the val windows."""
+    return absent_logit(logits, known) if params.model.fusion.unknown_species == "absent" else None
 
 
 def _best(candidates: dict[str, float]) -> float:
@@ -147,7 +154,7 @@ def fit_fuse(
             fusion["window"] = {"applicable": False, "reason": "BirdNET knows none of the species"}
         else:
             if windows is not None:
-                fitted = _window_weight_on_soundscapes(windows, segments, truth, known, params.model.fusion.weights)
+                fitted = _window_weight_on_soundscapes(windows, segments, truth, known, params)
             else:
                 fitted = _window_weight_on_recordings(bundle, cache, params, val_windows())
             fusion["window"] = {"applicable": True, "weight": _best(fitted["candidates"]), **fitted}
@@ -156,7 +163,8 @@ def fit_fuse(
     scores = windows.scores
     window_fusion = fusion["window"] or {}
     if window_fusion.get("applicable"):
-        scores = fuse_window_scores(scores, windows.birdnet_logits, known, window_fusion["weight"])
+        scores = fuse_window_scores(scores, windows.birdnet_logits, known, window_fusion["weight"],
+                                    window_fusion.get("absent_logit"))  # fmt: skip
     sp = params.soundscapes
     table = fit_thresholds(truth, windows.segment_scores(segments, scores), bundle.species, sp.target_precision,
                            sp.min_positives, sp.threshold_rule)  # fmt: skip

@@ -127,9 +127,17 @@ def cross_fit_fusion(
 # A multi-label model gives every window an independent sigmoid score per species, as BirdNET does. Fusion is
 # then per window and per species, in logit space: for a species BirdNET knows,
 #     z = w * logit(model score) + (1 - w) * BirdNET's logit,
-# the model's own logit otherwise; the fused score is sigmoid(z). One weight w (model.fusion.weights, 1 = the
-# model alone) is chosen on validation soundscapes by cmAP, and the same fused window scores make every
-# output: soundscape segments, recording summaries (the bundle's aggregation over fused windows) and predict.
+# and for a species BirdNET lacks (model.fusion.unknown_species: absent)
+#     z = w * logit(model score) + (1 - w) * a,
+# a being BirdNET's median logit over the validation windows and the species it knows: a species BirdNET
+# cannot name is one it hears nothing of. That puts every species on one scale: with the model's own logit
+# (unknown_species: head), a species BirdNET lacks escapes the pull of BirdNET's strongly negative logits on
+# windows without it, and with no bird-free audio in training it tops the ranking of bird-free and other
+# species' windows (on xc_puerto_rico soundscapes it took the top of most segments T1 got wrong). The change is
+# monotone per species, so cmAP, AUROC and per-species thresholds do not move; T1 and cross-species
+# comparisons do. The fused score is sigmoid(z). One weight w (model.fusion.weights, 1 = the model alone) is
+# chosen on validation soundscapes by cmAP, and the same fused window scores make every output: soundscape
+# segments, recording summaries (the bundle's aggregation over fused windows) and predict.
 SCORE_CLIP = 1e-6
 
 
@@ -140,9 +148,21 @@ def score_logits(scores: np.ndarray) -> np.ndarray:
 
 
 def fuse_window_scores(
-    model_scores: np.ndarray, birdnet_logits: np.ndarray, known: np.ndarray, weight: float
+    model_scores: np.ndarray,
+    birdnet_logits: np.ndarray,
+    known: np.ndarray,
+    weight: float,
+    absent_logit: float | None = None,
 ) -> np.ndarray:
-    """Fused sigmoid scores (windows, species) of a multi-label model and BirdNET (see above)."""
+    """Fused sigmoid scores (windows, species) of a multi-label model and BirdNET (see above); ``absent_logit``
+    None leaves the species BirdNET lacks to the model alone."""
     z = score_logits(model_scores)
     z[:, known] = weight * z[:, known] + (1.0 - weight) * np.asarray(birdnet_logits, np.float64)[:, known]
+    if absent_logit is not None:
+        z[:, ~known] = weight * z[:, ~known] + (1.0 - weight) * absent_logit
     return expit(z)
+
+
+def absent_logit(birdnet_logits: np.ndarray, known: np.ndarray) -> float:
+    """BirdNET's median logit over windows and the species it knows: its vote for a species it cannot name."""
+    return float(np.median(np.asarray(birdnet_logits, np.float64)[:, known]))

@@ -51,7 +51,7 @@ def evaluate_soundscapes(bundle: Bundle, data: SoundscapeData, params: Params, d
         windows = model_windows(bundle, data.cache, split, params.evaluate.batch_size, device)
         alone[split] = windows.segment_scores(segments)
         if window_fusion:
-            final[split] = windows.segment_scores(segments, fused_windows(windows, known, window_fusion["weight"]))
+            final[split] = windows.segment_scores(segments, fused_windows(windows, known, window_fusion))
         else:
             final[split] = alone[split]
         zero_shot[split] = birdnet_windows(data.cache, split).segment_scores(segments)

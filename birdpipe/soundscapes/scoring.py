@@ -11,6 +11,7 @@ in it (:mod:`birdpipe.soundscapes.segments`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,10 @@ def birdnet_windows(cache: SoundscapeCache, split: str) -> Windows:
     return Windows(file, start, start + birdnet.WINDOW_SECONDS, scores, logits)
 
 
-def fused_windows(windows: Windows, known: np.ndarray, weight: float) -> np.ndarray:
-    """The multi-label fusion of a model's window scores with BirdNET's logits on the same windows."""
+def fused_windows(windows: Windows, known: np.ndarray, fusion: dict[str, Any]) -> np.ndarray:
+    """The multi-label fusion of a model's window scores with BirdNET's logits on the same windows, as the
+    bundle's window fusion (``weight``, ``absent_logit``) says."""
     if windows.birdnet_logits is None:
         raise ValueError("fusion with BirdNET needs BirdNET inputs (features.kind: birdnet)")
-    return fuse_window_scores(windows.scores, windows.birdnet_logits, known, weight)
+    return fuse_window_scores(windows.scores, windows.birdnet_logits, known, fusion["weight"],
+                              fusion.get("absent_logit"))  # fmt: skip
