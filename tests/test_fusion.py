@@ -156,6 +156,7 @@ def test_a_species_birdnet_lacks_is_fused_on_the_same_scale_as_the_others():
     head[:, 2] = [0.9, 0.88, 0.86, 0.87, 0.97, 0.9, 0.6, 0.65]  # high everywhere, highest where it calls
     a = absent_logit(birdnet, known)
     assert a == pytest.approx(-11.0)  # the median over the known species' columns only
+    assert absent_logit(birdnet[:0], known) is None  # no windows: no vote, never NaN scores
     alone = fuse_window_scores(head, birdnet, known, 0.5)
     fused = fuse_window_scores(head, birdnet, known, 0.5, a)
     np.testing.assert_allclose(fused[:, known], alone[:, known])

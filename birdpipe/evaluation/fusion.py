@@ -163,6 +163,8 @@ def fuse_window_scores(
     return expit(z)
 
 
-def absent_logit(birdnet_logits: np.ndarray, known: np.ndarray) -> float:
-    """BirdNET's median logit over windows and the species it knows: its vote for a species it cannot name."""
-    return float(np.median(np.asarray(birdnet_logits, np.float64)[:, known]))
+def absent_logit(birdnet_logits: np.ndarray, known: np.ndarray) -> float | None:
+    """BirdNET's median logit over windows and the species it knows: its vote for a species it cannot name
+    (None without windows or known species: such a species is then left to the model alone)."""
+    values = np.asarray(birdnet_logits, np.float64)[:, known]
+    return float(np.median(values)) if values.size else None
