@@ -332,13 +332,12 @@ def window_scores(bundle: Bundle, window_probs: np.ndarray, window_logits: np.nd
     highest of each window's frames): a multi-label model's fused as the bundle says (or its own), a softmax
     model's gated by BirdNET hearing a species of the label set, so noise or silence gives no detection."""
     from birdpipe.birdnet.zero_shot import gate_scores
-    from birdpipe.evaluation.fusion import SCORE_CLIP, fuse_window_scores
+    from birdpipe.evaluation.fusion import SCORE_CLIP, fuse_as_fitted
 
     if not bundle.multilabel:
         return gate_scores(window_probs, window_logits, known)
     fusion = bundle.window_fusion
-    scores = (fuse_window_scores(window_probs, window_logits, known, fusion["weight"], fusion.get("absent_logit"))
-              if fusion else window_probs)  # fmt: skip
+    scores = fuse_as_fitted(window_probs, window_logits, known, fusion) if fusion else window_probs
     return np.minimum(scores, 1.0 - SCORE_CLIP)  # a threshold of 1.0 (never detect) stays out of reach
 
 

@@ -30,7 +30,7 @@ from birdpipe.bundle import Bundle
 from birdpipe.common.params import Params
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import recording_windows_logits, window_probabilities
-from birdpipe.evaluation.fusion import absent_logit, cross_fit_fusion, fit_fusion, fuse_window_scores
+from birdpipe.evaluation.fusion import absent_logit, cross_fit_fusion, fit_fusion, fuse_as_fitted, fuse_window_scores
 from birdpipe.evaluation.metrics import classification_metrics, recording_probabilities
 from birdpipe.evaluation.soundscape_metrics import soundscape_metrics
 from birdpipe.evaluation.thresholds import fit_thresholds
@@ -163,8 +163,7 @@ def fit_fuse(
     scores = windows.scores
     window_fusion = fusion["window"] or {}
     if window_fusion.get("applicable"):
-        scores = fuse_window_scores(scores, windows.birdnet_logits, known, window_fusion["weight"],
-                                    window_fusion.get("absent_logit"))  # fmt: skip
+        scores = fuse_as_fitted(scores, windows.birdnet_logits, known, window_fusion)
     sp = params.soundscapes
     table = fit_thresholds(truth, windows.segment_scores(segments, scores), bundle.species, sp.target_precision,
                            sp.min_positives, sp.threshold_rule)  # fmt: skip

@@ -163,6 +163,15 @@ def fuse_window_scores(
     return expit(z)
 
 
+def fuse_as_fitted(
+    model_scores: np.ndarray, birdnet_logits: np.ndarray, known: np.ndarray, window_fusion: dict[str, Any]
+) -> np.ndarray:
+    """:func:`fuse_window_scores` as the bundle's fitted window fusion says: its ``weight`` and ``absent_logit``
+    (missing from bundles fitted before it: the model alone for the species BirdNET lacks)."""
+    return fuse_window_scores(model_scores, birdnet_logits, known, window_fusion["weight"],
+                              window_fusion.get("absent_logit"))  # fmt: skip
+
+
 def absent_logit(birdnet_logits: np.ndarray, known: np.ndarray) -> float | None:
     """BirdNET's median logit over windows and the species it knows: its vote for a species it cannot name
     (None without windows or known species: such a species is then left to the model alone)."""

@@ -21,7 +21,7 @@ from birdpipe.birdnet.zero_shot import gate_scores, zero_shot_scores
 from birdpipe.bundle import Bundle
 from birdpipe.data.windows import EvalWindows
 from birdpipe.evaluation.evaluate import window_probabilities
-from birdpipe.evaluation.fusion import fuse_window_scores
+from birdpipe.evaluation.fusion import fuse_as_fitted
 from birdpipe.soundscapes.features import SoundscapeCache, same_inputs
 from birdpipe.soundscapes.segments import segment_scores, window_segments
 
@@ -96,5 +96,4 @@ def fused_windows(windows: Windows, known: np.ndarray, fusion: dict[str, Any]) -
     bundle's window fusion (``weight``, ``absent_logit``) says."""
     if windows.birdnet_logits is None:
         raise ValueError("fusion with BirdNET needs BirdNET inputs (features.kind: birdnet)")
-    return fuse_window_scores(windows.scores, windows.birdnet_logits, known, fusion["weight"],
-                              fusion.get("absent_logit"))  # fmt: skip
+    return fuse_as_fitted(windows.scores, windows.birdnet_logits, known, fusion)
