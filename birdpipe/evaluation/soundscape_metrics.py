@@ -97,6 +97,22 @@ def soundscape_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float
     }
 
 
+def cmap_by_birdnet(truth: np.ndarray, scores: np.ndarray, known: np.ndarray) -> dict[str, float]:
+    """cmAP over the species BirdNET knows and over those it lacks (``cmap_birdnet_known``,
+    ``cmap_birdnet_unknown``; NaN for a group without a species with positives): where a fused model's gain
+    over BirdNET comes from, since BirdNET zero-shot can only rank the species it knows."""
+    truth, scores = check_inputs(truth, scores)
+    known = np.asarray(known, dtype=bool)
+    if known.shape != (truth.shape[1],):
+        raise ValueError(f"known has shape {known.shape}, expected ({truth.shape[1]},)")
+    ap, _ = _per_species_ap_auroc(truth, scores)
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    return {"cmap_birdnet_known": mean(ap[known]), "cmap_birdnet_unknown": mean(ap[~known])}
+
+
 def detect(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Detections (segments, species): score >= the species' threshold.
 

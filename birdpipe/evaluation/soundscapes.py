@@ -6,6 +6,8 @@ the same segments. cmAP, AUROC and T1 need no threshold; precision, recall, F1 a
 segments (no label-set species) with any detection are measured at per-species thresholds chosen on val
 (the bundle's for the model; the same rule fitted on val for BirdNET, so both get the same chance).
 Metric names are stable for ``dvc metrics diff``: ``soundscape.test.cmap``, ``soundscape.test.birdnet_zero_shot.cmap``.
+When BirdNET knows some of the species and lacks others, each score also gets the cmAP of either group
+(``cmap_birdnet_known``, ``cmap_birdnet_unknown``): BirdNET zero-shot can rank only the first.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import pandas as pd
 from birdpipe.bundle import Bundle
 from birdpipe.common.params import Params
 from birdpipe.evaluation.fuse import SoundscapeData
-from birdpipe.evaluation.soundscape_metrics import per_species_table, pr_curves, soundscape_metrics
+from birdpipe.evaluation.soundscape_metrics import cmap_by_birdnet, per_species_table, pr_curves, soundscape_metrics
 from birdpipe.evaluation.thresholds import detection_metrics, fit_thresholds
 
 SPLITS = ("val", "test")
 DETECTION_KEYS = ("precision", "recall", "f1", "f1_macro", "empty_detection_rate", "empty_segments", "detections")
 
 
-def _scored(truth: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None) -> dict[str, Any]:
+def _scored(truth: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None, known: np.ndarray) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(soundscape_metrics(truth, scores))
+    if known.any() and not known.all():  # both groups: the cmAP of each says where a gain over BirdNET comes from
+        metrics.update(cmap_by_birdnet(truth, scores, known))
     if thresholds is not None:
         detection = detection_metrics(truth, scores, thresholds)
         metrics.update({k: detection[k] for k in DETECTION_KEYS})
@@ -65,11 +69,11 @@ def evaluate_soundscapes(bundle: Bundle, data: SoundscapeData, params: Params, d
         birdnet_thresholds = fitted["threshold"].to_numpy()
     metrics: dict[str, Any] = {}
     for split in SPLITS:
-        metrics[split] = _scored(truths[split], final[split], bundle.thresholds)
+        metrics[split] = _scored(truths[split], final[split], bundle.thresholds, known)
         if window_fusion:
-            metrics[split]["model_alone"] = _scored(truths[split], alone[split], None)
+            metrics[split]["model_alone"] = _scored(truths[split], alone[split], None, known)
         if known.any():
-            metrics[split]["birdnet_zero_shot"] = _scored(truths[split], zero_shot[split], birdnet_thresholds)
+            metrics[split]["birdnet_zero_shot"] = _scored(truths[split], zero_shot[split], birdnet_thresholds, known)
     test_truth = truths["test"]
     table = per_species_table(test_truth, final["test"], species, bundle.thresholds)
     if known.any():
