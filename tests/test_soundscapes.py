@@ -99,6 +99,8 @@ def test_soundscape_metrics_sit_beside_birdnet_zero_shot(run):
         assert key in test
     assert 0 <= test["cmap"] <= 1 and 0 <= test["empty_detection_rate"] <= 1
     assert set(test["birdnet_zero_shot"]) >= {"cmap", "auroc", "t1"} and "model_alone" in test
+    known = run["soundscapes"].cache.birdnet_known  # the group cmAPs only where BirdNET knows some, not all
+    assert ("cmap_birdnet_unknown" in test) == bool(known.any() and not known.all())
     assert set(scored["per_species"]["species"]) == set(run["bundle"].species)
 
 
