@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_score, roc_auc_score
 
-from birdpipe.evaluation.soundscape_metrics import cmap_by_birdnet, per_species_table, pr_curves, soundscape_metrics
+from birdpipe.evaluation.soundscape_metrics import per_species_table, pr_curves, soundscape_metrics
 from birdpipe.evaluation.thresholds import detection_metrics, fit_thresholds
 
 # 4 segments x 3 species: species 1 never present, segment 3 holds no bird.
@@ -50,14 +50,17 @@ def test_species_without_negatives_counts_for_cmap_not_auroc():
 def test_cmap_split_by_the_species_birdnet_knows():
     """The hand-checked case with species 0 known to BirdNET, 1 and 2 not: AP 0.75 alone, and 1.0 for the
     unknown group (species 1 has no positive); all known leaves the unknown group NaN."""
-    m = cmap_by_birdnet(TRUTH, SCORES, np.array([True, False, False]))
-    assert m == pytest.approx({"cmap_birdnet_known": 0.75, "cmap_birdnet_unknown": 1.0})
+    m = soundscape_metrics(TRUTH, SCORES, np.array([True, False, False]))
+    assert {k: m[k] for k in ("cmap_birdnet_known", "cmap_birdnet_unknown")} == pytest.approx(
+        {"cmap_birdnet_known": 0.75, "cmap_birdnet_unknown": 1.0}
+    )
+    assert "cmap_birdnet_known" not in soundscape_metrics(TRUTH, SCORES)  # without known: no groups
     ap, _ = sklearn_per_species(TRUTH, SCORES)
-    mixed = cmap_by_birdnet(TRUTH, SCORES, np.array([True, True, False]))
+    mixed = soundscape_metrics(TRUTH, SCORES, np.array([True, True, False]))
     assert mixed["cmap_birdnet_known"] == pytest.approx(np.nanmean(ap[:2]))  # species 1 drops out: 0.75
-    assert np.isnan(cmap_by_birdnet(TRUTH, SCORES, np.ones(3, bool))["cmap_birdnet_unknown"])
+    assert np.isnan(soundscape_metrics(TRUTH, SCORES, np.ones(3, bool))["cmap_birdnet_unknown"])
     with pytest.raises(ValueError, match="known has shape"):
-        cmap_by_birdnet(TRUTH, SCORES, np.ones(2, bool))
+        soundscape_metrics(TRUTH, SCORES, np.ones(2, bool))
 
 
 def test_no_positive_at_all_gives_nan():

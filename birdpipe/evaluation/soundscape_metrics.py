@@ -74,43 +74,45 @@ def _per_species_ap_auroc(truth: np.ndarray, scores: np.ndarray) -> tuple[np.nda
     return ap, auroc
 
 
-def soundscape_metrics(truth: np.ndarray, scores: np.ndarray) -> dict[str, float | int]:
+def _mean_defined(values: np.ndarray) -> float:
+    """The mean over the defined (finite) values; NaN when none is."""
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def soundscape_metrics(
+    truth: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None
+) -> dict[str, float | int]:
     """cmAP, macro AUROC and T1 over segments, plus the counts they average over.
 
     Keys: ``cmap``, ``auroc``, ``t1``, ``segments``, ``bird_segments`` (>= 1 positive), ``species``
-    (scored for cmAP: >= 1 positive), ``auroc_species`` (>= 1 positive and >= 1 negative). A metric with
-    nothing to average over (no positive at all, no species with both classes) is NaN; NaN is not valid
-    JSON, so a caller writing metrics files must map it (e.g. to null) itself.
+    (scored for cmAP: >= 1 positive), ``auroc_species`` (>= 1 positive and >= 1 negative). With ``known``
+    (which species BirdNET knows, a bool per species) also ``cmap_birdnet_known`` and ``cmap_birdnet_unknown``,
+    the cmAP over either group: where a fused model's gain over BirdNET comes from, since BirdNET zero-shot can
+    only rank the species it knows. A metric with nothing to average over (no positive at all, no species with
+    both classes, an empty group) is NaN; NaN is not valid JSON, so a caller writing metrics files must map it
+    (e.g. to null) itself.
     """
     truth, scores = check_inputs(truth, scores)
+    if known is not None:
+        known = np.asarray(known, dtype=bool)
+        if known.shape != (truth.shape[1],):
+            raise ValueError(f"known has shape {known.shape}, expected ({truth.shape[1]},)")
     ap, auroc = _per_species_ap_auroc(truth, scores)
     birds = truth.any(axis=1)
     top1_present = truth[birds, scores[birds].argmax(axis=1)]
-    return {
-        "cmap": float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan"),
-        "auroc": float(np.nanmean(auroc)) if np.isfinite(auroc).any() else float("nan"),
+    metrics: dict[str, float | int] = {
+        "cmap": _mean_defined(ap),
+        "auroc": _mean_defined(auroc),
         "t1": float(top1_present.mean()) if top1_present.size else float("nan"),
         "segments": int(truth.shape[0]),
         "bird_segments": int(birds.sum()),
         "species": int(np.isfinite(ap).sum()),
         "auroc_species": int(np.isfinite(auroc).sum()),
     }
-
-
-def cmap_by_birdnet(truth: np.ndarray, scores: np.ndarray, known: np.ndarray) -> dict[str, float]:
-    """cmAP over the species BirdNET knows and over those it lacks (``cmap_birdnet_known``,
-    ``cmap_birdnet_unknown``; NaN for a group without a species with positives): where a fused model's gain
-    over BirdNET comes from, since BirdNET zero-shot can only rank the species it knows."""
-    truth, scores = check_inputs(truth, scores)
-    known = np.asarray(known, dtype=bool)
-    if known.shape != (truth.shape[1],):
-        raise ValueError(f"known has shape {known.shape}, expected ({truth.shape[1]},)")
-    ap, _ = _per_species_ap_auroc(truth, scores)
-
-    def mean(values: np.ndarray) -> float:
-        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-    return {"cmap_birdnet_known": mean(ap[known]), "cmap_birdnet_unknown": mean(ap[~known])}
+    if known is not None:
+        metrics["cmap_birdnet_known"] = _mean_defined(ap[known])
+        metrics["cmap_birdnet_unknown"] = _mean_defined(ap[~known])
+    return metrics
 
 
 def detect(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import pandas as pd
 from birdpipe.bundle import Bundle
 from birdpipe.common.params import Params
 from birdpipe.evaluation.fuse import SoundscapeData
-from birdpipe.evaluation.soundscape_metrics import cmap_by_birdnet, per_species_table, pr_curves, soundscape_metrics
+from birdpipe.evaluation.soundscape_metrics import per_species_table, pr_curves, soundscape_metrics
 from birdpipe.evaluation.thresholds import detection_metrics, fit_thresholds
 
 SPLITS = ("val", "test")
@@ -28,9 +28,8 @@ DETECTION_KEYS = ("precision", "recall", "f1", "f1_macro", "empty_detection_rate
 
 
 def _scored(truth: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None, known: np.ndarray) -> dict[str, Any]:
-    metrics: dict[str, Any] = dict(soundscape_metrics(truth, scores))
-    if known.any() and not known.all():  # both groups: the cmAP of each says where a gain over BirdNET comes from
-        metrics.update(cmap_by_birdnet(truth, scores, known))
+    both_groups = known.any() and not known.all()  # the cmAP of each says where a gain over BirdNET comes from
+    metrics: dict[str, Any] = dict(soundscape_metrics(truth, scores, known if both_groups else None))
     if thresholds is not None:
         detection = detection_metrics(truth, scores, thresholds)
         metrics.update({k: detection[k] for k in DETECTION_KEYS})
